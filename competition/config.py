@@ -1,0 +1,179 @@
+"""Config: the one typed recipe object, loaded from ``configs/*.toml``, overridden by flags, saved with every run.
+
+Keys are flat so that ``--set key=value``, TOML files and Optuna's parameter dicts are the same thing.
+Model hyperparameters (``image_kernel``, ``audio_dropout``, ...) go to every model that takes them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+# Keys that change how fast or where a run executes, never what it computes (on the same device).
+EXECUTION_KEYS = ("device", "workers", "models")
+
+
+@dataclass
+class Config:
+    # --- cross-validation ---
+    folds: int = 5  # K of the stratified (grouped) K-fold split saved in <workdir>/folds.csv
+    seed: int = 0  # seeds the split, every model's initialisation and its batch order
+    group_duplicates: bool = True  # keep exact duplicate feature rows on one side of every split
+    models: list[str] = field(default_factory=lambda: ["fusion", "image", "audio"])
+    # --- training recipe ---
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 3e-3  # peak learning rate (the one-cycle schedule's maximum)
+    weight_decay: float = 0.0
+    schedule: str = "onecycle"  # "onecycle" (warm-up then cosine decay) or "constant"
+    label_smoothing: float = 0.0
+    shift: int = 0  # augmentation: translate training images by up to this many pixels (0 = off)
+    # --- model hyperparameters (the reference model's values by default) ---
+    image_kernel: int = 5
+    audio_kernel: int = 5
+    image_dropout: float = 0.5
+    audio_dropout: float = 0.5
+    # --- execution: does not change the result on a given device ---
+    device: str = "auto"  # "auto" (cuda when present), "cpu" or "cuda"
+    workers: int = 0  # parallel training processes; 0 = one per CPU core on cpu, 1 on cuda
+
+    def validate(self) -> Config:
+        checks = [
+            (self.folds >= 2, "folds must be >= 2"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (0 <= self.shift <= 8, "shift must be in 0..8 pixels"),
+            (0 <= self.image_dropout < 1 and 0 <= self.audio_dropout < 1, "dropout must be in [0, 1)"),
+            (self.image_kernel % 2 == 1 and self.image_kernel > 0, "image_kernel must be odd (3, 5, 7)"),
+            (self.audio_kernel % 2 == 1 and self.audio_kernel > 0, "audio_kernel must be odd (3, 5, 7)"),
+            (self.schedule in ("onecycle", "constant"), "schedule must be 'onecycle' or 'constant'"),
+            (self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
+            (self.workers >= 0, "workers must be >= 0"),
+            (len(self.models) > 0, "models must name at least one model"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise UserError(f"config: {msg}; fix the value in the config file or --set")
+        from .models import list_models
+
+        unknown = [m for m in self.models if m not in list_models()]
+        if unknown:
+            raise UserError(f"config: unknown model(s) {unknown}; known models: {', '.join(list_models())}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def result_dict(self) -> dict[str, Any]:
+        """The keys that determine the numbers a run produces (what resume must match)."""
+        return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(self.result_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:8]
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Convert a TOML or command-line value to the type of ``Config.<key>``."""
+    if key not in FIELDS:
+        raise UserError(f"{source}: unknown config key {key!r}; known keys: {', '.join(FIELDS)}")
+    default = getattr(Config(), key)
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, list):
+            return [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else list(value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        return type(default)(value)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"{source}: {key}={value!r} is not a valid {type(default).__name__}; fix the value"
+        ) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults <- the TOML file (flat keys) <- overrides; unknown keys and bad values are UserErrors."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: config file not found; fix: pass --config configs/default.toml or another file")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"{path}: not valid TOML ({e}); fix the file") from None
+        values.update({k: _coerce(k, v, str(path)) for k, v in raw.items()})
+    for k, v in (overrides or {}).items():
+        values[k] = _coerce(k, v, "--set")
+    return Config(**values).validate()
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, str]:
+    """``["lr=1e-3", "epochs=5"]`` -> ``{"lr": "1e-3", "epochs": "5"}``."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r}: expected key=value, e.g. --set lr=1e-3")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def to_toml(values: dict[str, Any]) -> str:
+    """Write flat config values as TOML (the inverse of ``load_config`` for flat keys)."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return json.dumps(str(v))
+
+    return "".join(f"{k} = {fmt(v)}\n" for k, v in values.items())
+
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+FLAG_KEYS = ("folds", "seed", "epochs", "models", "device", "workers")
+
+
+def config_from_args(args) -> tuple[Config, str]:
+    """The resolved config of a command line and its default run name.
+
+    The run name is the config file's name, plus the config's fingerprint when flags changed a key
+    that changes the results, so that a rerun of the same command resumes and another recipe never
+    lands in the same run folder.
+    """
+    path = Path(args.config) if args.config else CONFIG_DIR / "default.toml"
+    overrides = parse_overrides(args.set)
+    for key in FLAG_KEYS:
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = value
+    cfg = load_config(path, overrides)
+    base = load_config(path)
+    name = path.stem if cfg.result_dict() == base.result_dict() else f"{path.stem}-{cfg.fingerprint()}"
+    return cfg, name

@@ -1,0 +1,282 @@
+"""Cross-validation: train every (model, fold) unit on the saved split, keep its out-of-fold and test logits,
+history and weights under ``<workdir>/<run>/``, resume finished units, and score out-of-fold macro-F1.
+
+Layout of a run: ``config.json`` (resolved config + data and split fingerprints), ``environment.json``,
+``<model>/fold<k>.npz`` (val_idx, oof_logits, test_logits; written last, so it marks the unit done),
+``<model>/fold<k>.pt`` (weights + audio scaler), ``<model>/fold<k>_history.csv``, ``scores.csv``, ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import queue
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .artifacts import environment, write_json, write_npz, write_text, write_torch
+from .config import Config
+from .console import CVProgress, console, cv_table, duplicates_line
+from .data import Competition, duplicate_summary, fit_audio_scaler, load_competition
+from .errors import UserError
+from .folds import load_or_make_folds
+from .metrics import scores
+from .training import Learner, model_kwargs, resolve_device
+
+DEFAULT_WORKDIR = Path(__file__).resolve().parent.parent / "folds"
+
+
+def unit_seed(seed: int, model: str, fold: int) -> int:
+    """A distinct, stable seed per (model, fold): crc32 is the same in every process (unlike hash())."""
+    return (seed * 1_000_003 + zlib.crc32(model.encode()) + 7919 * fold) % 2**31
+
+
+def unit_path(run_dir: Path, model: str, fold: int) -> Path:
+    return run_dir / model / f"fold{fold}.npz"
+
+
+def unit_done(run_dir: Path, model: str, fold: int) -> bool:
+    path = unit_path(run_dir, model, fold)
+    if not path.exists():
+        return False
+    try:
+        with np.load(path) as z:
+            return {"val_idx", "oof_logits", "test_logits"} <= set(z.files)
+    except (OSError, ValueError):
+        return False  # unreadable: train the unit again
+
+
+def train_unit(
+    comp: Competition, fold_of: np.ndarray, cfg: Config, model: str, fold: int, run_dir: Path,
+    device: str, threads: int, events=None,
+) -> dict:  # fmt: skip
+    """Train one model on one fold and write its artifacts; returns the fold's scores and time."""
+    import torch
+
+    torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    tr, va = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
+    scaler = fit_audio_scaler(comp.audio, tr)  # training rows only: no leakage from validation rows
+    audio = scaler.transform(comp.audio).astype(np.float32)
+    test_audio = scaler.transform(comp.test_audio).astype(np.float32)
+
+    def on_epoch(row: dict) -> None:
+        if events is not None:
+            events.put(("epoch", model, fold, cfg.epochs, row))
+
+    learner = Learner(model, cfg, seed=unit_seed(cfg.seed, model, fold), device=device)
+    learner.fit(comp.image[tr], audio[tr], comp.y[tr], val=(comp.image[va], audio[va], comp.y[va]), on_epoch=on_epoch)
+    oof = learner.predict_logits(comp.image[va], audio[va])  # (n_val, 10)
+    test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
+    seconds = time.perf_counter() - t0
+    out = run_dir / model
+    write_text(out / f"fold{fold}_history.csv", pd.DataFrame(learner.history_).to_csv(index=False))
+    write_torch(
+        out / f"fold{fold}.pt",
+        {
+            "model": model,
+            "hparams": model_kwargs(model, cfg),
+            "state_dict": {k: v.cpu() for k, v in learner.model_.state_dict().items()},
+            "audio_mean": scaler.mean_,
+            "audio_scale": scaler.scale_,
+        },
+    )
+    result = {"model": model, "fold": fold, **scores(comp.y[va], oof), "seconds": seconds, "epochs": cfg.epochs}
+    # Written last: its presence marks the unit finished.
+    write_npz(unit_path(run_dir, model, fold), val_idx=va, oof_logits=oof, test_logits=test, result=json.dumps(result))
+    return result
+
+
+def _split_fingerprint(fold_of: np.ndarray) -> str:
+    return hashlib.sha256(fold_of.astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+def _check_run(run_dir: Path, cfg: Config, comp: Competition, split_fp: str) -> None:
+    """A run directory holds one recipe on one data folder and split: refuse to mix, never overwrite."""
+    path = run_dir / "config.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text())
+    mine = cfg.result_dict()
+    diffs = [f"{k}: {saved['config'].get(k)!r} -> {v!r}" for k, v in mine.items() if saved["config"].get(k) != v]
+    if saved.get("data_fingerprint") != comp.fingerprint:
+        diffs.append("data folder contents differ")
+    if saved.get("split_fingerprint") != split_fp:
+        diffs.append("fold split differs")
+    if diffs:
+        raise UserError(
+            f"{path}: run {run_dir.name!r} was made with other settings ({'; '.join(diffs)}); "
+            f"fix: pass --run NEW_NAME, or delete {run_dir} to start it over"
+        )
+
+
+@dataclass
+class CVResult:
+    run_dir: Path
+    per_fold: pd.DataFrame  # model, fold, macro_f1, accuracy, seconds, epochs
+    oof: pd.DataFrame  # index model: macro_f1, accuracy (over all training rows)
+
+
+def load_run(run_dir: Path, n_train: int, models: list[str] | None = None) -> dict[str, dict]:
+    """Every finished model of a run: ``{model: {"oof": (N, 10), "test": (K, M, 10), "folds": [...]}}``."""
+    out = {}
+    for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        if models is not None and model_dir.name not in models:
+            continue
+        files = sorted(model_dir.glob("fold*.npz"), key=lambda p: int(p.stem[4:]))
+        if not files:
+            continue
+        oof = np.full((n_train, 10), np.nan, dtype=np.float32)
+        tests, results = [], []
+        for f in files:
+            with np.load(f) as z:
+                oof[z["val_idx"]] = z["oof_logits"]
+                tests.append(z["test_logits"])
+                results.append(json.loads(str(z["result"])))
+        out[model_dir.name] = {"oof": oof, "test": np.stack(tests), "folds": results}
+    return out
+
+
+def run_cv(
+    cfg: Config, data_dir: Path, workdir: Path = DEFAULT_WORKDIR, run_name: str = "default", quiet: bool = False
+) -> CVResult:
+    """Train every (model, fold) unit not yet finished in ``workdir/run_name`` and score the run."""
+    device = resolve_device(cfg.device)
+    comp = load_competition(data_dir)
+    if not quiet:
+        console.print(f"data {comp.root}: {comp.n_train} train rows, {comp.n_test} test rows")
+        console.print(duplicates_line(duplicate_summary(comp)))
+    split = load_or_make_folds(comp, workdir, cfg.folds, cfg.seed, cfg.group_duplicates)
+    fold_of = split["fold"].to_numpy()
+    split_fp = _split_fingerprint(fold_of)
+    run_dir = workdir / run_name
+    _check_run(run_dir, cfg, comp, split_fp)
+    saved_models = []
+    if (run_dir / "config.json").exists():
+        saved_models = json.loads((run_dir / "config.json").read_text())["config"].get("models", [])
+    run_cfg = cfg.to_dict() | {"models": sorted(set(saved_models) | set(cfg.models))}
+    write_json(
+        run_dir / "config.json",
+        {"config": run_cfg, "data": str(comp.root), "data_fingerprint": comp.fingerprint, "split_fingerprint": split_fp},
+    )
+    write_json(run_dir / "environment.json", environment(device, cfg.seed))
+
+    todo = [(m, k) for m in cfg.models for k in range(cfg.folds) if not unit_done(run_dir, m, k)]
+    n_done = len(cfg.models) * cfg.folds - len(todo)
+    if not quiet:
+        grouped = "grouped by duplicates" if cfg.group_duplicates else "not grouped"
+        console.print(
+            f"run {run_dir}: {len(cfg.models)} models x {cfg.folds} folds ({grouped}), "
+            f"{n_done} units already finished, {len(todo)} to train on {device}"
+        )
+    if todo:
+        _execute(todo, comp, fold_of, cfg, run_dir, device, quiet)
+    return summarise(run_dir, comp, cfg, quiet)
+
+
+def _plan_workers(cfg: Config, device: str, n_units: int) -> tuple[int, int]:
+    """(processes, torch threads each). On CPU, one single-threaded process per core trains ~1.45x faster
+    than one process using every core (bench/cv_speed.py); on a GPU one process owns the device."""
+    cores = os.cpu_count() or 1
+    workers = cfg.workers or (1 if device == "cuda" else cores)
+    workers = max(1, min(workers, n_units))
+    return workers, max(1, cores // workers)
+
+
+def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
+    workers, threads = _plan_workers(cfg, device, len(todo))
+    total = len(todo) * cfg.epochs
+    with CVProgress(total) if not quiet else _Null() as progress:
+        if workers == 1:
+            for model, fold in todo:
+                sink = _DirectSink(progress)
+                result = train_unit(comp, fold_of, cfg, model, fold, run_dir, device, threads, sink)
+                progress.unit_done(model, fold, result)
+            return
+        import multiprocessing
+
+        from joblib import Parallel, delayed
+
+        with multiprocessing.Manager() as manager:
+            events = manager.Queue()
+            stop = threading.Event()
+
+            def drain() -> None:  # forward the workers' per-epoch events to the live display
+                while not stop.is_set() or not events.empty():
+                    try:
+                        _, model, fold, epochs, row = events.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                    except (EOFError, OSError, BrokenPipeError):
+                        return
+                    progress.epoch(model, fold, epochs, row)
+
+            drainer = threading.Thread(target=drain, daemon=True)
+            drainer.start()
+            try:
+                jobs = Parallel(n_jobs=workers, return_as="generator_unordered")(
+                    delayed(train_unit)(comp, fold_of, cfg, m, k, run_dir, device, threads, events) for m, k in todo
+                )
+                for result in jobs:
+                    progress.unit_done(result["model"], result["fold"], result)
+            finally:
+                stop.set()
+                drainer.join(timeout=2)
+
+
+class _DirectSink:
+    """The in-process stand-in for the workers' event queue."""
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def put(self, event) -> None:
+        _, model, fold, epochs, row = event
+        self.progress.epoch(model, fold, epochs, row)
+
+
+class _Null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def epoch(self, *a) -> None:
+        pass
+
+    def unit_done(self, *a) -> None:
+        pass
+
+
+def summarise(run_dir: Path, comp: Competition, cfg: Config, quiet: bool = False) -> CVResult:
+    """Per-fold and out-of-fold scores of the run's models; writes scores.csv, summary.json and prints a table."""
+    runs = load_run(run_dir, comp.n_train, cfg.models)
+    per_fold = pd.DataFrame([r for m in cfg.models if m in runs for r in runs[m]["folds"]])
+    oof_rows = {}
+    for m in cfg.models:
+        if m in runs and len(runs[m]["folds"]) == cfg.folds:
+            oof_rows[m] = scores(comp.y, runs[m]["oof"])  # f1_score(average="macro") over all training rows
+    oof = pd.DataFrame.from_dict(oof_rows, orient="index", columns=["macro_f1", "accuracy"])
+    write_text(run_dir / "scores.csv", per_fold.to_csv(index=False))
+    write_json(run_dir / "summary.json", {"oof": oof_rows, "per_fold": per_fold.to_dict(orient="records")})
+    if not quiet and len(oof):
+        console.print(cv_table(per_fold, oof, f"{run_dir.name}: {cfg.folds}-fold CV, macro-F1"))
+    return CVResult(run_dir, per_fold, oof)
+
+
+def cv_command(args) -> int:
+    """``python run.py cv``: resolve the config from the command line and run the CV."""
+    from .config import config_from_args
+
+    cfg, name = config_from_args(args)
+    workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
+    run_cv(cfg, Path(args.data), workdir, args.run or name)
+    return 0

@@ -1,0 +1,205 @@
+"""Data: load and validate a competition folder, scale its inputs, and find duplicate feature rows.
+
+A competition folder holds ``x_train_wr.npy`` (N, 784) images, ``x_train_sp.npy`` (N, 507) MFCCs,
+``y_train.csv`` (row_id, label), ``x_test_wr.npy`` / ``x_test_sp.npy`` (M rows) and
+``sample_submission.csv`` (row_id, label). Every problem is a ``UserError`` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from sklearn.preprocessing import StandardScaler
+
+from .errors import UserError
+from .models import AUDIO_WIDTH, IMAGE_WIDTH, N_CLASSES
+
+FILES = ("x_train_wr.npy", "x_train_sp.npy", "y_train.csv", "x_test_wr.npy", "x_test_sp.npy", "sample_submission.csv")
+DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "wsd"
+
+
+@dataclass
+class Competition:
+    """One loaded competition: images scaled to [0, 1], raw (unscaled) audio, labels and ids."""
+
+    root: Path
+    image: np.ndarray  # (N, 784) float32 in [0, 1]
+    audio: np.ndarray  # (N, 507) float32, unscaled: fit the scaler per fold on training rows
+    y: np.ndarray  # (N,) int64 in 0..9
+    row_ids: np.ndarray  # (N,) y_train.csv row_id, in array order
+    test_image: np.ndarray  # (M, 784)
+    test_audio: np.ndarray  # (M, 507)
+    sample_submission: pd.DataFrame  # (M, 2): row_id, label; the submission format to copy
+    fingerprint: str  # sha256 of the six files' bytes (first 16 hex digits)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.test_image)
+
+
+def _load_array(path: Path, width: int, what: str) -> np.ndarray:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; fix: point --data at a folder holding the six competition files")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path}: unreadable or corrupt .npy ({e}); fix: re-download the file") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "uif":
+        raise UserError(f"{path}: expected a numeric array, got dtype {getattr(arr, 'dtype', type(arr))}; fix the file")
+    if arr.ndim == 3 and arr.shape[1] * arr.shape[2] == width:  # (N, 28, 28) images or (N, 39, 13) MFCCs
+        arr = arr.reshape(len(arr), width)
+    if arr.ndim != 2 or arr.shape[1] != width:
+        raise UserError(f"{path}: expected shape (rows, {width}) of {what}, got {arr.shape}; fix the file")
+    if arr.dtype.kind == "f":
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            rows = np.flatnonzero(bad.any(axis=1))
+            raise UserError(
+                f"{path}: {bad.sum()} NaN/inf values in {len(rows)} rows (first row {rows[0]}); "
+                "fix: impute or drop those rows in every file"
+            )
+    return arr
+
+
+def _pixel_scale(train: np.ndarray, test: np.ndarray, path: Path) -> float:
+    """Detect the pixel range from the data: 0..255 images are divided by 255, 0..1 images kept."""
+    lo, hi = min(train.min(), test.min()), max(train.max(), test.max())
+    if lo < 0 or hi > 255:
+        raise UserError(f"{path}: pixel values span [{lo}, {hi}], expected [0, 1] or [0, 255]; fix the file")
+    return 1.0 if (hi <= 1.0 and train.dtype.kind == "f") else 255.0
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; fix: point --data at a folder holding the six competition files")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: unreadable CSV ({str(e).strip()}); fix the file") from None
+    if list(df.columns[:2]) != ["row_id", "label"] or len(df.columns) != 2:
+        raise UserError(f"{path}: expected columns row_id,label, got {','.join(map(str, df.columns))}; fix the header")
+    ids = df["row_id"]
+    if ids.isna().any():
+        raise UserError(f"{path}: {int(ids.isna().sum())} missing row_id values; fix: give every row an id")
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise UserError(f"{path}: {len(dup)} duplicate row_id values (first {dup.iloc[0]!r}); fix: make ids unique")
+    return df
+
+
+def _labels(df: pd.DataFrame, path: Path) -> np.ndarray:
+    raw = pd.to_numeric(df["label"], errors="coerce")
+    ok = raw.notna() & (raw == raw.round()) & raw.between(0, N_CLASSES - 1)
+    if not ok.all():
+        i = int(np.flatnonzero(~ok.to_numpy())[0])
+        raise UserError(
+            f"{path}: {int((~ok).sum())} labels are not integers in 0-9 (first at row_id {df['row_id'].iloc[i]!r}: "
+            f"{df['label'].iloc[i]!r}); fix the labels"
+        )
+    return raw.to_numpy().astype(np.int64)
+
+
+def fingerprint_files(root: Path) -> str:
+    h = hashlib.sha256()
+    for name in FILES:
+        h.update(name.encode())
+        with open(root / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def load_competition(root: str | Path = DEFAULT_DATA) -> Competition:
+    """Load and validate a competition folder; raise ``UserError`` naming the file and fix on any problem."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: data folder not found; fix: pass --data DIR with the six competition files")
+    image = _load_array(root / "x_train_wr.npy", IMAGE_WIDTH, "28x28 images")
+    audio = _load_array(root / "x_train_sp.npy", AUDIO_WIDTH, "39x13 MFCCs")
+    test_image = _load_array(root / "x_test_wr.npy", IMAGE_WIDTH, "28x28 images")
+    test_audio = _load_array(root / "x_test_sp.npy", AUDIO_WIDTH, "39x13 MFCCs")
+    labels = _read_csv(root / "y_train.csv")
+    sample = _read_csv(root / "sample_submission.csv")
+
+    n, m = len(labels), len(sample)
+    for arr, name, want, other in [
+        (image, "x_train_wr.npy", n, "y_train.csv"),
+        (audio, "x_train_sp.npy", n, "y_train.csv"),
+        (test_image, "x_test_wr.npy", m, "sample_submission.csv"),
+        (test_audio, "x_test_sp.npy", m, "sample_submission.csv"),
+    ]:
+        if len(arr) != want:
+            raise UserError(
+                f"{root / name}: {len(arr)} rows but {other} has {want}; fix: the files must describe the same rows"
+            )
+    if n == 0 or m == 0:
+        raise UserError(f"{root}: no training or no test rows; fix the files")
+    y = _labels(labels, root / "y_train.csv")
+    if len(np.unique(y)) < 2:
+        raise UserError(f"{root / 'y_train.csv'}: only one class present; fix: a classifier needs several classes")
+
+    scale = _pixel_scale(image, test_image, root / "x_train_wr.npy")
+    return Competition(
+        root=root,
+        image=(image.astype(np.float32) / np.float32(scale)),
+        audio=audio.astype(np.float32),
+        y=y,
+        row_ids=labels["row_id"].to_numpy(),
+        test_image=(test_image.astype(np.float32) / np.float32(scale)),
+        test_audio=test_audio.astype(np.float32),
+        sample_submission=sample,
+        fingerprint=fingerprint_files(root),
+    )
+
+
+def fit_audio_scaler(audio: np.ndarray, train_idx: np.ndarray) -> StandardScaler:
+    """Standardise each MFCC feature with statistics of the fold's training rows only (no leakage)."""
+    return StandardScaler().fit(audio[train_idx])
+
+
+def duplicate_ids(x: np.ndarray) -> np.ndarray:
+    """(N,) id of each row's distinct value: equal ids <=> byte-identical feature rows."""
+    _, inverse = np.unique(np.ascontiguousarray(x), axis=0, return_inverse=True)
+    return inverse.reshape(-1)
+
+
+def duplicate_groups(*modalities: np.ndarray) -> np.ndarray:
+    """(N,) group id: rows sharing an exact duplicate in any modality (transitively) share a group."""
+    n = len(modalities[0])
+    rows, cols = [], []
+    for x in modalities:
+        ids = duplicate_ids(x)
+        first = np.full(ids.max() + 1, -1)
+        first[ids[::-1]] = np.arange(n)[::-1]  # first row holding each distinct value
+        rows.append(np.arange(n))
+        cols.append(first[ids])  # edge: row -> first row with the same value
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
+    return connected_components(graph, directed=False)[1].astype(np.int64)
+
+
+def duplicate_summary(comp: Competition) -> dict[str, dict[str, int]]:
+    """How many rows, distinct rows and duplicated rows each modality has, and the test rows seen in train."""
+    out = {}
+    for name, train, test in [("image", comp.image, comp.test_image), ("audio", comp.audio, comp.test_audio)]:
+        ids = duplicate_ids(np.concatenate([train, test]))
+        tr, te = ids[: len(train)], ids[len(train) :]
+        counts = np.bincount(tr)
+        out[name] = {
+            "rows": len(train),
+            "distinct": int((counts > 0).sum()),
+            "rows_in_duplicate_sets": int(counts[tr].__gt__(1).sum()),
+            "test_rows_seen_in_train": int(np.isin(te, tr).sum()),
+        }
+    return out

@@ -1,0 +1,60 @@
+"""Folds: the one stratified (grouped) K-fold split per workspace, saved as ``folds.csv`` and reused by
+every model, run and tuning trial so that out-of-fold predictions are comparable and blendable.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from .artifacts import write_json, write_text
+from .data import Competition, duplicate_groups
+from .errors import UserError
+
+
+def make_folds(y: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
+    """(N,) fold index 0..k-1 of each row; rows of one group always land in the same fold."""
+    fold = np.full(len(y), -1, dtype=np.int64)
+    n_min = np.bincount(y).min() if groups is None else None
+    if groups is None:
+        if n_min < k:
+            raise UserError(f"y_train.csv: a class has only {n_min} rows, fewer than --folds {k}; fix: use fewer folds")
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(y)), y)
+    else:
+        if len(np.unique(groups)) < k:
+            raise UserError(f"data: only {len(np.unique(groups))} distinct duplicate groups, fewer than --folds {k}")
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        splits = splitter.split(np.zeros(len(y)), y, groups)
+    for i, (_, val_idx) in enumerate(splits):
+        fold[val_idx] = i
+    return fold
+
+
+def load_or_make_folds(comp: Competition, workdir: Path, k: int, seed: int, grouped: bool) -> pd.DataFrame:
+    """Return the workspace's saved split, making it on first use; a mismatch is a UserError, never a resplit."""
+    path, meta_path = workdir / "folds.csv", workdir / "folds.json"
+    meta = {"data": str(comp.root), "data_fingerprint": comp.fingerprint, "folds": k, "seed": seed, "grouped": grouped}
+    if path.exists():
+        saved = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        for key in ("data_fingerprint", "folds", "seed", "grouped"):
+            if saved.get(key) != meta[key]:
+                raise UserError(
+                    f"{path}: saved split has {key}={saved.get(key)!r} but this run asks for {meta[key]!r}; "
+                    f"fix: pass --workdir DIR for a separate workspace, or delete {path} to resplit"
+                )
+        df = pd.read_csv(path)
+        if len(df) != comp.n_train or not (df["row_id"].to_numpy() == comp.row_ids).all():
+            raise UserError(f"{path}: rows do not match the data's y_train.csv; fix: delete {path} to resplit")
+        return df
+    groups = duplicate_groups(comp.image, comp.audio) if grouped else np.arange(comp.n_train)
+    fold = make_folds(comp.y, k, seed, groups if grouped else None)
+    df = pd.DataFrame({"row_id": comp.row_ids, "label": comp.y, "group": groups, "fold": fold})
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_text(path, df.to_csv(index=False))
+    write_json(meta_path, meta)
+    return df

@@ -1,0 +1,141 @@
+"""Training: one model on one split, as a scikit-learn style estimator (``fit`` returns self, state ends in ``_``).
+
+The whole loop is in ``Learner.fit``: data held as tensors on the device, a seeded permutation per
+epoch, Adam(W) with an optional one-cycle schedule, and a validation pass per epoch for the history.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .augment import random_shift
+from .config import Config
+from .metrics import scores
+from .models import create_model, model_hparams
+
+EVAL_BATCH = 2048
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; asking for cuda without one is an error."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from .errors import UserError
+
+        raise UserError("--device cuda: no CUDA GPU is visible to torch; fix: use --device cpu or auto")
+    return device
+
+
+def model_kwargs(name: str, cfg: Config) -> dict:
+    """The config's values for the hyperparameters model ``name`` takes (e.g. image_dropout for fusion)."""
+    values = cfg.to_dict()
+    return {k: values[k] for k in model_hparams(name) if k in values}
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+class Learner:
+    """Train model ``model_name`` with recipe ``cfg`` and seed ``seed``; ``fit`` then ``predict_logits``."""
+
+    def __init__(self, model_name: str, cfg: Config, seed: int = 0, device: str = "cpu"):
+        self.model_name = model_name
+        self.cfg = cfg
+        self.seed = seed
+        self.device = device
+
+    def _tensors(self, image: np.ndarray, audio: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.as_tensor(image, device=self.device), torch.as_tensor(audio, device=self.device))
+
+    def fit(
+        self,
+        image: np.ndarray,
+        audio: np.ndarray,
+        y: np.ndarray,
+        val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        on_epoch: Callable[[dict], None] | None = None,
+    ) -> Learner:
+        cfg, dev = self.cfg, self.device
+        seed_everything(self.seed)  # model initialisation and dropout masks
+        gen = torch.Generator().manual_seed(self.seed)  # batch order
+        model = create_model(self.model_name, **model_kwargs(self.model_name, cfg)).to(dev)
+        img, aud = self._tensors(image, audio)  # (N, 784), (N, 507)
+        target = torch.as_tensor(y, device=dev)  # (N,)
+        n, bs = len(target), cfg.batch_size
+        steps = -(-n // bs)
+        # Plain Adam is the reference optimiser; decoupled weight decay (AdamW) only when asked for.
+        if cfg.weight_decay > 0:
+            opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        sched = None
+        if cfg.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
+        self.history_ = []
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            perm = torch.randperm(n, generator=gen).to(dev)
+            loss_sum = torch.zeros((), device=dev)
+            correct = torch.zeros((), device=dev)
+            for i in range(steps):
+                idx = perm[i * bs : (i + 1) * bs]
+                x_img = random_shift(img[idx], cfg.shift, gen)  # training rows only
+                logits = model(x_img, aud[idx])  # (B, 10)
+                loss = F.cross_entropy(logits, target[idx], label_smoothing=cfg.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                loss_sum += loss.detach() * len(idx)
+                correct += (logits.argmax(1) == target[idx]).sum()
+            row = {"epoch": epoch, "train_loss": loss_sum.item() / n, "train_accuracy": correct.item() / n}
+            self.model_ = model
+            if val is not None:
+                v_logits = self.predict_logits(val[0], val[1])
+                v_loss = F.cross_entropy(torch.from_numpy(v_logits), torch.as_tensor(val[2])).item()
+                s = scores(val[2], v_logits)
+                row |= {"val_loss": v_loss, "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"]}
+            self.history_.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+        return self
+
+    @torch.no_grad()
+    def predict_logits(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        """(N, 10) float32 logits, computed in eval mode (dropout off) in large batches."""
+        model = self.model_
+        was_training = model.training
+        model.eval()
+        out = []
+        for i in range(0, len(image), EVAL_BATCH):
+            img, aud = self._tensors(image[i : i + EVAL_BATCH], audio[i : i + EVAL_BATCH])
+            out.append(model(img, aud).float().cpu())
+        model.train(was_training)
+        return torch.cat(out).numpy()
+
+    @torch.no_grad()
+    def embed(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        """(N, D) embeddings from ``forward_features`` (eval mode)."""
+        model = self.model_
+        model.eval()
+        out = [
+            model.forward_features(*self._tensors(image[i : i + EVAL_BATCH], audio[i : i + EVAL_BATCH])).cpu()
+            for i in range(0, len(image), EVAL_BATCH)
+        ]
+        return torch.cat(out).numpy()
+
+
+def set_threads(n: int | None = None) -> None:
+    """Pin torch's intra-op threads (one per worker process when folds run in parallel)."""
+    n = n or os.cpu_count() or 1
+    torch.set_num_threads(n)

@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Command line of the toolkit: parses arguments and dispatches to the ``competition`` package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from competition.data import DEFAULT_DATA
+from competition.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="competition folder (default: the shipped data/wsd)")
+    p.add_argument("--workdir", default=None, help="artifact folder holding folds.csv and the runs (default: folds/)")
+    p.add_argument("--config", default=None, help="TOML recipe (default: configs/default.toml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--folds", type=int, help="K of the K-fold split")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--epochs", type=int, help="training epochs")
+    p.add_argument("--models", help="comma-separated models, e.g. fusion,image,audio")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train")
+    p.add_argument("--workers", type=int, help="parallel training processes (0 = auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    cv = sub.add_parser("cv", help="stratified K-fold CV of the fusion model and the unimodal baselines")
+    add_config_flags(cv)
+    cv.add_argument("--run", default=None, help="run name under the workdir (default: the config's name)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "cv":
+            from competition.cv import cv_command
+
+            return cv_command(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: every finished unit is kept; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
