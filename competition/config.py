@@ -36,6 +36,7 @@ class Config:
     schedule: str = "onecycle"  # "onecycle" (warm-up then cosine decay) or "constant"
     label_smoothing: float = 0.0
     shift: int = 0  # augmentation: translate training images by up to this many pixels (0 = off)
+    audio_noise: float = 0.0  # augmentation: std of Gaussian noise added to standardised training MFCCs
     # --- model hyperparameters (the reference model's values by default) ---
     image_kernel: int = 5
     audio_kernel: int = 5
@@ -55,6 +56,7 @@ class Config:
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.shift <= 8, "shift must be in 0..8 pixels"),
+            (self.audio_noise >= 0, "audio_noise must be >= 0"),
             (0 <= self.image_dropout < 1 and 0 <= self.audio_dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.modality_dropout < 1, "modality_dropout must be in [0, 1)"),
             (self.image_kernel % 2 == 1 and self.image_kernel > 0, "image_kernel must be odd (3, 5, 7)"),

@@ -104,8 +104,9 @@ def _check_run(run_dir: Path, cfg: Config, comp: Competition, split_fp: str) -> 
     if not path.exists():
         return
     saved = json.loads(path.read_text())
-    mine = cfg.result_dict()
-    diffs = [f"{k}: {saved['config'].get(k)!r} -> {v!r}" for k, v in mine.items() if saved["config"].get(k) != v]
+    # A key added to Config after the run was made defaults to "off", which is what the run computed.
+    before = Config().to_dict() | saved["config"]
+    diffs = [f"{k}: {before[k]!r} -> {v!r}" for k, v in cfg.result_dict().items() if before[k] != v]
     if saved.get("data_fingerprint") != comp.fingerprint:
         diffs.append("data folder contents differ")
     if saved.get("split_fingerprint") != split_fp:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .augment import random_shift
+from .augment import add_noise, random_shift
 from .config import Config
 from .metrics import scores
 from .models import create_model, model_hparams
@@ -89,7 +89,8 @@ class Learner:
             for i in range(steps):
                 idx = perm[i * bs : (i + 1) * bs]
                 x_img = random_shift(img[idx], cfg.shift, gen)  # training rows only
-                logits = model(x_img, aud[idx])  # (B, 10)
+                x_aud = add_noise(aud[idx], cfg.audio_noise, gen)
+                logits = model(x_img, x_aud)  # (B, 10)
                 loss = F.cross_entropy(logits, target[idx], label_smoothing=cfg.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
