@@ -29,6 +29,29 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("cv", help="stratified K-fold CV of the fusion model and the unimodal baselines")
     add_config_flags(cv)
     cv.add_argument("--run", default=None, help="run name under the workdir (default: the config's name)")
+    submit = sub.add_parser("submit", help="blend cv runs' fold predictions into a validated submission CSV")
+    submit.add_argument("--run", action="append", default=[], help="cv run to blend (repeatable; default: the latest)")
+    submit.add_argument("--workdir", default=None, help="artifact folder holding the runs (default: folds/)")
+    submit.add_argument("--data", default=str(DEFAULT_DATA), help="competition folder the runs were made on")
+    submit.add_argument("--models", default=None, help="models to blend, e.g. fusion,image or run/model")
+    submit.add_argument(
+        "--average",
+        choices=["auto", "logits", "probs"],
+        default="auto",
+        help="average folds and models as log-probabilities or probabilities (auto: the better out-of-fold)",
+    )
+    submit.add_argument(
+        "--blend",
+        choices=["auto", "equal", "fitted"],
+        default="auto",
+        help="equal weights or greedy-fitted weights (auto: the better nested out-of-fold macro-F1)",
+    )
+    submit.add_argument("--rounds", type=int, default=25, help="greedy ensemble selection steps (default 25)")
+    submit.add_argument("--name", default=None, help="submission file name (default: <runs>-<blend>)")
+    submit.add_argument("--out", default=None, help="folder for the submission (default: submissions/)")
+    score = sub.add_parser("score", help="score a submission CSV against a labelled holdout CSV")
+    score.add_argument("submission", help="submission CSV (row_id,label)")
+    score.add_argument("labels", help="true labels CSV (row_id,label)")
     return parser
 
 
@@ -39,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
             from competition.cv import cv_command
 
             return cv_command(args)
+        if args.command == "submit":
+            from competition.submission import submit_command
+
+            return submit_command(args)
+        if args.command == "score":
+            from competition.submission import score_command
+
+            return score_command(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
