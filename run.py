@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("cv", help="stratified K-fold CV of the fusion model and the unimodal baselines")
     add_config_flags(cv)
     cv.add_argument("--run", default=None, help="run name under the workdir (default: the config's name)")
+    rep = sub.add_parser("report", help="learning curves, confusion matrices and the embedding analysis of a run")
+    rep.add_argument("--workdir", default=None, help="artifact folder holding the runs (default: folds/)")
+    rep.add_argument("--run", default=None, help="run name under the workdir (default: the latest cv run)")
+    rep.add_argument("--data", default=None, help="competition folder (default: the one the run was trained on)")
+    rep.add_argument("--max-rows", type=int, default=None, help="out-of-fold rows in the embedding analysis (5000)")
     return parser
 
 
@@ -39,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             from competition.cv import cv_command
 
             return cv_command(args)
+        if args.command == "report":
+            from competition.reports import report_command
+
+            return report_command(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
