@@ -198,6 +198,11 @@ def fusion_embeddings(run_dir: Path, comp: Competition, max_rows: int, seed: int
     if not units:
         return []
     rows = _subsample([u[2] for u in units], max_rows, seed)
+    if min(len(r) for r in rows) < 3 * N_CLASSES:
+        raise UserError(
+            f"--max-rows {max_rows}: leaves {min(len(r) for r in rows)} rows in a fold, too few for KMeans with "
+            f"{N_CLASSES} clusters; fix: pass --max-rows {3 * N_CLASSES * len(units)} or more"
+        )
     task = progress.add_task("embeddings: encoding folds", total=len(units))
     out = []
     for (fold, pt, _), idx in zip(units, rows, strict=True):

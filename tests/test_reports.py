@@ -94,9 +94,9 @@ def test_report_without_fusion_reports_the_rest(runs):
 
 
 def test_cli_caps_the_embedding_rows(runs, capsys):
-    assert main(["report", "--workdir", str(runs), "--run", "full", "--max-rows", "30"]) == 0
+    assert main(["report", "--workdir", str(runs), "--run", "full", "--max-rows", "60"]) == 0
     emb = json.loads((runs / "full" / "report" / "report.json").read_text())["embeddings"]
-    assert all(sum(p["rows"] for p in v["per_fold"]) <= 30 for v in emb.values())
+    assert all(sum(p["rows"] for p in v["per_fold"]) <= 60 for v in emb.values())
     printed = capsys.readouterr().out
     assert "fused (128-d)" in printed and "index.html" in printed
 
@@ -130,3 +130,5 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
     assert "not the data run 'full' was trained on" in err and err.count("\n") == 1
     assert main(["report", "--workdir", str(runs), "--run", "full", "--max-rows", "5"]) == 2
     assert "--max-rows 5" in capsys.readouterr().err
+    assert main(["report", "--workdir", str(runs), "--run", "full", "--max-rows", "40"]) == 2  # 20 rows a fold
+    assert "fix: pass --max-rows 60 or more" in capsys.readouterr().err
