@@ -124,13 +124,24 @@ def confusion_figure(y: np.ndarray, pred: np.ndarray, per_class: np.ndarray, mod
     """Out-of-fold confusion matrix (counts) beside the per-class F1 bars."""
     fig = Figure(figsize=(10.5, 4.4))
     ax_cm, ax_f1 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.15, 1]})
-    ConfusionMatrixDisplay.from_predictions(y, pred, labels=CLASSES, ax=ax_cm, colorbar=False, cmap="Blues")
+    counts = np.bincount(y, minlength=N_CLASSES).max()
+    ConfusionMatrixDisplay.from_predictions(
+        y,
+        pred,
+        labels=CLASSES,
+        ax=ax_cm,
+        colorbar=False,
+        cmap="Blues",
+        text_kw={"fontsize": 9 if counts < 1000 else 6.5},
+    )
     ax_cm.set_title(f"{model}: out-of-fold confusion ({len(y)} rows)")
     ax_f1.bar(CLASSES, per_class, color="tab:green")
     for c, v in zip(CLASSES, per_class, strict=True):
         ax_f1.text(c, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7, rotation=90)
     ax_f1.set_xticks(CLASSES)
-    ax_f1.set_ylim(max(0.0, per_class.min() - 0.1), 1.08)
+    bottom = max(0.0, per_class.min() - 0.1)
+    ax_f1.set_ylim(bottom, 1 + 0.15 * (1 - bottom))  # headroom for the value labels
+    ax_f1.set_yticks([t for t in ax_f1.get_yticks() if bottom <= t <= 1])
     ax_f1.set_xlabel("class")
     ax_f1.set_title(f"per-class F1 (macro {per_class.mean():.4f})")
     ax_f1.grid(axis="y", alpha=0.3)
@@ -158,7 +169,7 @@ def embeddings_figure(fold: dict) -> Figure:
 
 
 def gallery_figure(images: np.ndarray, titles: list[str]) -> Figure:
-    cols = 8
+    cols = min(8, len(images))
     rows = -(-len(images) // cols)
     lines = titles[0].count("\n") + 1
     fig = Figure(figsize=(cols * 1.45, rows * (1.5 + 0.12 * lines)))
