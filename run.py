@@ -52,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score a submission CSV against a labelled holdout CSV")
     score.add_argument("submission", help="submission CSV (row_id,label)")
     score.add_argument("labels", help="true labels CSV (row_id,label)")
+    rep = sub.add_parser("report", help="learning curves, confusion matrices and the embedding analysis of a run")
+    rep.add_argument("--workdir", default=None, help="artifact folder holding the runs (default: folds/)")
+    rep.add_argument("--run", default=None, help="run name under the workdir (default: the latest cv run)")
+    rep.add_argument("--data", default=None, help="competition folder (default: the one the run was trained on)")
+    rep.add_argument("--max-rows", type=int, default=None, help="out-of-fold rows in the embedding analysis (5000)")
     return parser
 
 
@@ -70,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             from competition.submission import score_command
 
             return score_command(args)
+        if args.command == "report":
+            from competition.reports import report_command
+
+            return report_command(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
