@@ -19,6 +19,10 @@ from .errors import UserError
 
 # Keys that change how fast or where a run executes, never what it computes (on the same device).
 EXECUTION_KEYS = ("device", "workers", "models")
+# The share-of-rows keys of the augmentations (see Config).
+AUGMENT_P_KEYS = (
+    "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p"
+)  # fmt: skip
 
 
 @dataclass
@@ -35,8 +39,24 @@ class Config:
     weight_decay: float = 0.0
     schedule: str = "onecycle"  # "onecycle" (warm-up then cosine decay) or "constant"
     label_smoothing: float = 0.0
-    shift: int = 0  # augmentation: translate training images by up to this many pixels (0 = off)
-    audio_noise: float = 0.0  # augmentation: std of Gaussian noise added to standardised training MFCCs
+    # --- augmentation of training batches (competition/augment.py): a magnitude (0 = off) and the share
+    # of training rows it applies to (1 = every row) ---
+    shift: int = 0  # translate images by up to this many pixels
+    shift_p: float = 1.0
+    rotate: float = 0.0  # rotate images by up to this many degrees
+    rotate_p: float = 1.0
+    erase: float = 0.0  # random erasing: largest share of the image one grey rectangle covers
+    erase_p: float = 1.0
+    image_noise: float = 0.0  # std of Gaussian pixel noise (pixels in [0, 1])
+    image_noise_p: float = 1.0
+    audio_mix: float = 0.0  # mix in another training row's audio at up to this amplitude ratio (1 = 0 dB)
+    audio_mix_p: float = 1.0
+    time_mask: int = 0  # SpecAugment: blank up to this many consecutive MFCC frames (of 39)
+    time_mask_p: float = 1.0
+    freq_mask: int = 0  # SpecAugment: blank up to this many consecutive MFCC coefficients (of 13)
+    freq_mask_p: float = 1.0
+    audio_noise: float = 0.0  # std of Gaussian noise added to the standardised MFCCs
+    audio_noise_p: float = 1.0
     # --- model hyperparameters (the reference model's values by default) ---
     image_kernel: int = 5
     audio_kernel: int = 5
@@ -56,7 +76,14 @@ class Config:
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.shift <= 8, "shift must be in 0..8 pixels"),
+            (0 <= self.rotate <= 180, "rotate must be in 0..180 degrees"),
+            (0 <= self.erase <= 1, "erase must be in [0, 1] (a share of the image)"),
+            (self.image_noise >= 0, "image_noise must be >= 0"),
+            (0 <= self.audio_mix <= 10, "audio_mix must be in 0..10 (an amplitude ratio)"),
+            (0 <= self.time_mask <= 39, "time_mask must be in 0..39 frames"),
+            (0 <= self.freq_mask <= 13, "freq_mask must be in 0..13 coefficients"),
             (self.audio_noise >= 0, "audio_noise must be >= 0"),
+            (all(0 <= getattr(self, k) <= 1 for k in AUGMENT_P_KEYS), f"{'/'.join(AUGMENT_P_KEYS)} must be in [0, 1]"),
             (0 <= self.image_dropout < 1 and 0 <= self.audio_dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.modality_dropout < 1, "modality_dropout must be in [0, 1)"),
             (self.image_kernel % 2 == 1 and self.image_kernel > 0, "image_kernel must be odd (3, 5, 7)"),

@@ -110,6 +110,22 @@ class AudioModel(nn.Module):
         return self.forward_head(self.forward_features(image, audio))
 
 
+def drop_modalities(
+    img: torch.Tensor, aud: torch.Tensor, p: float, training: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Modality dropout: blank the image features of a share p / 2 of the rows and the audio features of
+    another p / 2 (never both), while training; (B, D) each, unchanged in eval mode."""
+    if not training or p == 0:
+        return img, aud
+    r = torch.rand(len(img), 1, device=img.device)  # (B, 1)
+    return img * (r >= p / 2), aud * ((r < p / 2) | (r >= p))
+
+
+def _check_modality_dropout(p: float) -> None:
+    if not 0 <= p < 1:
+        raise ValueError(f"modality_dropout must be in [0, 1), got {p}")
+
+
 class FusionModel(nn.Module):
     """The reference FusionModel: concat(image 64, audio 64) -> (B, 128) -> Linear(128 -> 10).
 
@@ -130,19 +146,11 @@ class FusionModel(nn.Module):
         modality_dropout: float = 0.0,
     ):
         super().__init__()
-        if not 0 <= modality_dropout < 1:
-            raise ValueError(f"modality_dropout must be in [0, 1), got {modality_dropout}")
+        _check_modality_dropout(modality_dropout)
         self.modality_dropout = modality_dropout
         self.image_encoder = ImageEncoder(image_kernel, image_dropout)
         self.audio_encoder = AudioEncoder(audio_kernel, audio_dropout)
         self.head = nn.Linear(2 * EMBED_DIM, N_CLASSES)
-
-    def _drop_modalities(self, img: torch.Tensor, aud: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.training or self.modality_dropout == 0:
-            return img, aud
-        r = torch.rand(len(img), 1, device=img.device)  # (B, 1)
-        p = self.modality_dropout
-        return img * (r >= p / 2), aud * ((r < p / 2) | (r >= p))  # never both blanked
 
     def encode(self, image: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each modality's embedding and the fused one, for the embedding analysis."""
@@ -150,7 +158,8 @@ class FusionModel(nn.Module):
         return {"image": img, "audio": aud, "fused": torch.cat([img, aud], dim=1)}  # fused (B, 128)
 
     def forward_features(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        img, aud = self._drop_modalities(self.image_encoder(image), self.audio_encoder(audio))  # (B, 64) each
+        img, aud = self.image_encoder(image), self.audio_encoder(audio)  # (B, 64) each
+        img, aud = drop_modalities(img, aud, self.modality_dropout, self.training)
         return torch.cat([img, aud], dim=1)  # (B, 128)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -158,6 +167,153 @@ class FusionModel(nn.Module):
 
     def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(image, audio))
+
+
+class _ProjectedFusion(nn.Module):
+    """The two reference encoders, each embedding projected to a 64-d token (tanh), fused by ``_fuse``
+    into (B, 64) -> Linear(64 -> 10). Subclasses define how the two tokens are weighed."""
+
+    modalities = ("image", "audio")
+
+    def __init__(
+        self,
+        image_kernel: int = 5,
+        audio_kernel: int = 5,
+        image_dropout: float = 0.5,
+        audio_dropout: float = 0.5,
+        modality_dropout: float = 0.0,
+    ):
+        super().__init__()
+        _check_modality_dropout(modality_dropout)
+        self.modality_dropout = modality_dropout
+        self.image_encoder = ImageEncoder(image_kernel, image_dropout)
+        self.audio_encoder = AudioEncoder(audio_kernel, audio_dropout)
+        self.image_proj = nn.Linear(EMBED_DIM, EMBED_DIM)
+        self.audio_proj = nn.Linear(EMBED_DIM, EMBED_DIM)
+        self.head = nn.Linear(EMBED_DIM, N_CLASSES)
+        self._init_fusion()
+
+    def _init_fusion(self) -> None:
+        """Build the fusion's own layers (one constructor signature for all, as ``create_model`` reads it)."""
+        raise NotImplementedError
+
+    def _fuse(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, image: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each modality's embedding and the fused one, for the embedding analysis."""
+        img, aud = self.image_encoder(image), self.audio_encoder(audio)  # (B, 64) each
+        return {"image": img, "audio": aud, "fused": self._fuse(img, aud)}  # fused (B, 64)
+
+    def forward_features(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        img, aud = self.image_encoder(image), self.audio_encoder(audio)  # (B, 64) each
+        return self._fuse(*drop_modalities(img, aud, self.modality_dropout, self.training))  # (B, 64)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)  # (B, 10)
+
+    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(image, audio))
+
+
+class GatedFusionModel(_ProjectedFusion):
+    """Gated fusion (a gated multimodal unit, Arevalo et al. 2017) of the reference encoders:
+    h = z * tanh(W_i image) + (1 - z) * tanh(W_a audio), z = sigmoid(W_z [image, audio]) per feature.
+
+    Concatenation adds the two modalities' votes, so a confidently wrong modality wins; the gate reads
+    both embeddings and weighs them per row and feature. It learns when to distrust a modality only if
+    training shows it unreliable rows: use it with modality dropout and augmentation.
+    """
+
+    def _init_fusion(self) -> None:
+        self.gate = nn.Linear(2 * EMBED_DIM, EMBED_DIM)
+
+    def _fuse(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
+        z = torch.sigmoid(self.gate(torch.cat([img, aud], dim=1)))  # (B, 64): 1 = image, 0 = audio
+        return z * torch.tanh(self.image_proj(img)) + (1 - z) * torch.tanh(self.audio_proj(aud))  # (B, 64)
+
+
+class AttentionFusionModel(_ProjectedFusion):
+    """Attention fusion of the reference encoders: the two projected embeddings are tokens, an additive
+    attention score (Bahdanau-style) of each token, softmax over the two, weighs their sum. One weight per
+    modality and row (the gated model has one per feature), so ``modality_weights`` says which was trusted.
+    """
+
+    def _init_fusion(self) -> None:
+        self.score = nn.Sequential(nn.Linear(EMBED_DIM, EMBED_DIM), nn.Tanh(), nn.Linear(EMBED_DIM, 1))
+        self.modality_embed = nn.Parameter(torch.zeros(2, EMBED_DIM))  # tells the scorer which token is which
+
+    def modality_weights(self, img: torch.Tensor, aud: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 2) softmax weights of (image, audio) and the (B, 2, 64) tokens they weigh."""
+        tokens = torch.stack([self.image_proj(img), self.audio_proj(aud)], dim=1).tanh()  # (B, 2, 64)
+        weights = self.score(tokens + self.modality_embed).squeeze(-1).softmax(dim=1)  # (B, 2)
+        return weights, tokens
+
+    def _fuse(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
+        weights, tokens = self.modality_weights(img, aud)
+        return (weights.unsqueeze(-1) * tokens).sum(dim=1)  # (B, 64)
+
+
+# --- timm image backbones: timm is optional (it needs a torchvision built for this torch), so it is
+# imported only when such a model is built, and a missing or broken install is one clear error. ---
+TIMM_BACKBONES = ("resnet18", "efficientnet_b0")
+
+
+def _import_timm():
+    from .errors import UserError
+
+    try:
+        import timm
+    except Exception as e:  # ImportError, or torchvision's own errors when its build does not match torch
+        raise UserError(
+            f"timm could not be imported ({type(e).__name__}: {e}); fix: install timm and a torchvision "
+            f"matching torch {torch.__version__.split('+')[0]} (pip install 'competition[timm]' with the "
+            "torchvision wheel for your torch), or drop the timm_* models from --models"
+        ) from None
+    return timm
+
+
+class TimmImageEncoder(nn.Module):
+    """A timm backbone on the 1-channel 28x28 image -> its pooled features -> Linear -> ReLU -> (B, 64)."""
+
+    def __init__(self, backbone: str, dropout: float = 0.5):
+        super().__init__()
+        from .errors import UserError
+
+        timm = _import_timm()
+        try:
+            # num_classes=0: timm returns the pooled features; pretrained weights would need a download.
+            self.backbone = timm.create_model(backbone, pretrained=False, in_chans=1, num_classes=0, drop_rate=dropout)
+        except RuntimeError as e:  # timm's "Unknown model"
+            raise UserError(f"timm backbone {backbone!r}: {e}; fix: use one of timm.list_models()") from None
+        self.proj = nn.Sequential(nn.Linear(self.backbone.num_features, EMBED_DIM), nn.ReLU())
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.backbone(image.view(-1, 1, IMAGE_SIDE, IMAGE_SIDE)))  # (B, 64)
+
+
+def timm_image_model(backbone: str) -> Callable[..., nn.Module]:
+    """Factory of an image-only model on a timm backbone (ImageModel with its encoder replaced)."""
+
+    def factory(image_dropout: float = 0.5) -> nn.Module:
+        model = ImageModel(image_dropout=image_dropout)
+        model.image_encoder = TimmImageEncoder(backbone, image_dropout)
+        return model
+
+    return factory
+
+
+def timm_gated_model(backbone: str) -> Callable[..., nn.Module]:
+    """Factory of the gated fusion model with a timm image backbone and the reference audio encoder."""
+
+    def factory(
+        audio_kernel: int = 5, image_dropout: float = 0.5, audio_dropout: float = 0.5, modality_dropout: float = 0.0
+    ) -> nn.Module:
+        model = GatedFusionModel(5, audio_kernel, image_dropout, audio_dropout, modality_dropout)
+        model.image_encoder = TimmImageEncoder(backbone, image_dropout)
+        return model
+
+    return factory
 
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -198,3 +354,8 @@ def create_model(name: str, **hparams) -> nn.Module:
 register_model("fusion", FusionModel)
 register_model("image", ImageModel)
 register_model("audio", AudioModel)
+register_model("gated", GatedFusionModel)
+register_model("attention", AttentionFusionModel)
+for _backbone in TIMM_BACKBONES:
+    register_model(f"timm_{_backbone}", timm_image_model(_backbone))
+    register_model(f"timm_{_backbone}_gated", timm_gated_model(_backbone))

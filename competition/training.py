@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .augment import add_noise, random_shift
+from .augment import augment_batch
 from .config import Config
 from .metrics import scores
 from .models import create_model, model_hparams
@@ -88,8 +88,7 @@ class Learner:
             correct = torch.zeros((), device=dev)
             for i in range(steps):
                 idx = perm[i * bs : (i + 1) * bs]
-                x_img = random_shift(img[idx], cfg.shift, gen)  # training rows only
-                x_aud = add_noise(aud[idx], cfg.audio_noise, gen)
+                x_img, x_aud = augment_batch(img[idx], aud[idx], cfg, gen)  # training rows only
                 logits = model(x_img, x_aud)  # (B, 10)
                 loss = F.cross_entropy(logits, target[idx], label_smoothing=cfg.label_smoothing)
                 opt.zero_grad(set_to_none=True)
