@@ -1,25 +1,29 @@
 """Make a degraded copy of a competition folder, to develop and measure models that must survive noise.
 
-The copy has the same six files, shapes and dtypes (labels and sample submission byte for byte), so
-``python3 run.py cv --data OUT`` works on it unchanged. What it degrades:
+The copy has the same six files, shapes and dtypes (labels and sample submission byte for byte unless
+``--holdout``), so ``python3 run.py cv --data OUT`` and ``run.py submit --data OUT`` work on it unchanged.
 
-- audio: additive Gaussian noise at a signal-to-noise ratio drawn per recording from ``--snr`` (training
-  rows) or ``--test-snr`` (test rows); ``inf`` keeps a recording clean. The data holds MFCCs, not
-  waveforms, so the SNR is measured on each row's MFCC values (noise power = row power / 10^(SNR/10)).
-  A recording that appears in several rows (the data repeats each one ~4.5 times) gets the same noise in
-  all of them, so byte-identical rows stay identical and the grouped folds still keep a recording on one
-  side of every split (fresh noise per row would leak recordings across folds).
-- images: an occluding square of one random grey level, 1/2 to 1 times ``--patch`` pixels wide, on a
-  share ``--occlude`` of the rows, and Gaussian pixel noise with a standard deviation drawn per row
-  uniformly in 0..``--pixel-noise`` (0-255 pixel units), clipped back to the pixel range.
+- audio: noise at a signal-to-noise ratio drawn per recording from ``--snr`` (training rows) or
+  ``--test-snr`` (test rows); ``inf`` keeps a recording clean. ``--noise babble`` (default) mixes in another
+  recording, an interfering talker that misleads a model; ``white`` adds Gaussian noise, which mostly blurs.
+  The data holds MFCCs, not waveforms, so the SNR is that of the MFCC values (noise power = row power /
+  10^(SNR/10)). A recording that appears in several rows (the data repeats each ~4.5 times) gets the same
+  noise in all of them: byte-identical rows stay identical, so the grouped folds still keep a recording on
+  one side of every split (fresh noise per row would leak recordings across folds).
+- images: an occluding square of one random grey level, 1/2 to 1 times ``--patch`` pixels wide, on a share
+  ``--occlude`` of the rows, and Gaussian pixel noise with a std drawn per row uniformly in
+  0..``--pixel-noise`` (0-255 units), clipped back to the pixel range.
 - a shift between train and test: the ``--test-*`` flags (noisier test rows by default), since the data
   carries no speaker identity to hold whole speakers out.
+- ``--holdout SHARE``: the test rows become whole recordings taken out of the training rows (about SHARE of
+  them), degraded as test rows, with their labels in ``holdout_labels.csv``: the train -> test shift can then
+  be scored (``run.py score`` or ``bench/robust_figures.py``), which out-of-fold scores cannot show.
 
-``degrade.json`` (the flags) and ``degrade_rows.csv`` (each training row's SNR, occlusion and pixel-noise
-std, to break scores down by degradation) are written beside the six files; the loader ignores them.
+``degrade.json`` (the flags) and ``degrade_rows.csv`` (each row's part, row_id, SNR, occlusion and
+pixel-noise std) are written beside the six files; the loader ignores them.
 
     python3 bench/degrade.py --out /tmp/wsd_degraded
-    python3 bench/degrade.py --out DIR --snr inf,10,0 --test-snr 0,-5 --occlude 0.3 --pixel-noise 60 --seed 1
+    python3 bench/degrade.py --out DIR --holdout 0.2 --snr inf,10,0 --test-snr 0,-10 --noise white --seed 1
 """
 
 from __future__ import annotations
@@ -164,8 +168,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default=str(DEFAULT_DATA), help="source competition folder (default: the shipped data)")
     p.add_argument("--out", required=True, help="folder for the degraded copy (created; its six files replaced)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--snr", type=_snr_list, default=_snr_list("inf,10,5,0,-5"), help="train SNRs in dB (inf = clean)")
-    p.add_argument("--test-snr", type=_snr_list, default=_snr_list("5,0,-5"), help="test SNRs in dB")
+    p.add_argument("--snr", type=_snr_list, default=_snr_list("inf,10,5,0"), help="train SNRs in dB (inf = clean)")
+    p.add_argument("--test-snr", type=_snr_list, default=_snr_list("0,-5,-10"), help="test SNRs in dB")
     p.add_argument(
         "--holdout",
         type=float,

@@ -169,9 +169,12 @@ class FusionModel(nn.Module):
         return self.forward_head(self.forward_features(image, audio))
 
 
-class _ProjectedFusion(nn.Module):
-    """The two reference encoders, each embedding projected to a 64-d token (tanh), fused by ``_fuse``
-    into (B, 64) -> Linear(64 -> 10). Subclasses define how the two tokens are weighed."""
+class _WeightedFusion(nn.Module):
+    """The reference encoders and head over concat(w_image * image, w_audio * audio) -> (B, 128) -> Linear(128
+    -> 10), with per-row modality weights (B, 2) from ``modality_weights``: the reference FusionModel is the
+    case w = (1, 1). Subclasses build the weighting layers in ``_init_fusion`` (one constructor signature
+    for all, since ``create_model`` reads it) and say how the weights are computed.
+    """
 
     modalities = ("image", "audio")
 
@@ -188,26 +191,28 @@ class _ProjectedFusion(nn.Module):
         self.modality_dropout = modality_dropout
         self.image_encoder = ImageEncoder(image_kernel, image_dropout)
         self.audio_encoder = AudioEncoder(audio_kernel, audio_dropout)
-        self.image_proj = nn.Linear(EMBED_DIM, EMBED_DIM)
-        self.audio_proj = nn.Linear(EMBED_DIM, EMBED_DIM)
-        self.head = nn.Linear(EMBED_DIM, N_CLASSES)
         self._init_fusion()
+        self.head = nn.Linear(2 * EMBED_DIM, N_CLASSES)
 
     def _init_fusion(self) -> None:
-        """Build the fusion's own layers (one constructor signature for all, as ``create_model`` reads it)."""
+        raise NotImplementedError
+
+    def modality_weights(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
+        """(B, 2) weights of the image and audio embeddings, (B, 64) each."""
         raise NotImplementedError
 
     def _fuse(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        w = self.modality_weights(img, aud)  # (B, 2)
+        return torch.cat([w[:, :1] * img, w[:, 1:] * aud], dim=1)  # (B, 128)
 
     def encode(self, image: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each modality's embedding and the fused one, for the embedding analysis."""
         img, aud = self.image_encoder(image), self.audio_encoder(audio)  # (B, 64) each
-        return {"image": img, "audio": aud, "fused": self._fuse(img, aud)}  # fused (B, 64)
+        return {"image": img, "audio": aud, "fused": self._fuse(img, aud)}  # fused (B, 128)
 
     def forward_features(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         img, aud = self.image_encoder(image), self.audio_encoder(audio)  # (B, 64) each
-        return self._fuse(*drop_modalities(img, aud, self.modality_dropout, self.training))  # (B, 64)
+        return self._fuse(*drop_modalities(img, aud, self.modality_dropout, self.training))  # (B, 128)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)  # (B, 10)
@@ -216,42 +221,37 @@ class _ProjectedFusion(nn.Module):
         return self.forward_head(self.forward_features(image, audio))
 
 
-class GatedFusionModel(_ProjectedFusion):
-    """Gated fusion (a gated multimodal unit, Arevalo et al. 2017) of the reference encoders:
-    h = z * tanh(W_i image) + (1 - z) * tanh(W_a audio), z = sigmoid(W_z [image, audio]) per feature.
+class GatedFusionModel(_WeightedFusion):
+    """Gated fusion: a small network reads both embeddings and gives each modality its own weight in (0, 1)
+    per row (sigmoid gates, as in gated multimodal units, Arevalo et al. 2017).
 
-    Concatenation adds the two modalities' votes, so a confidently wrong modality wins; the gate reads
-    both embeddings and weighs them per row and feature. It learns when to distrust a modality only if
-    training shows it unreliable rows: use it with modality dropout and augmentation.
+    Concatenation adds the two modalities' votes with fixed weights, so a confidently wrong modality wins;
+    gates can turn a modality down row by row. They learn when to only if training shows unreliable rows:
+    use them with modality dropout and augmentation.
     """
 
     def _init_fusion(self) -> None:
-        self.gate = nn.Linear(2 * EMBED_DIM, EMBED_DIM)
+        self.gate = nn.Sequential(nn.Linear(2 * EMBED_DIM, 32), nn.ReLU(), nn.Linear(32, 2))
 
-    def _fuse(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
-        z = torch.sigmoid(self.gate(torch.cat([img, aud], dim=1)))  # (B, 64): 1 = image, 0 = audio
-        return z * torch.tanh(self.image_proj(img)) + (1 - z) * torch.tanh(self.audio_proj(aud))  # (B, 64)
+    def modality_weights(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.gate(torch.cat([img, aud], dim=1)))  # (B, 2)
 
 
-class AttentionFusionModel(_ProjectedFusion):
-    """Attention fusion of the reference encoders: the two projected embeddings are tokens, an additive
-    attention score (Bahdanau-style) of each token, softmax over the two, weighs their sum. One weight per
-    modality and row (the gated model has one per feature), so ``modality_weights`` says which was trusted.
+class AttentionFusionModel(_WeightedFusion):
+    """Attention fusion: each modality's embedding is a token, scored by additive attention (Bahdanau-style,
+    a tanh projection per modality and a shared scoring vector); a softmax over the two scores gives the
+    weights, so the modalities compete for one unit of trust per row (the gates above are independent).
+    The weights are scaled by 2 so that equal trust is the reference model's concatenation.
     """
 
     def _init_fusion(self) -> None:
-        self.score = nn.Sequential(nn.Linear(EMBED_DIM, EMBED_DIM), nn.Tanh(), nn.Linear(EMBED_DIM, 1))
-        self.modality_embed = nn.Parameter(torch.zeros(2, EMBED_DIM))  # tells the scorer which token is which
+        self.image_key = nn.Linear(EMBED_DIM, EMBED_DIM)
+        self.audio_key = nn.Linear(EMBED_DIM, EMBED_DIM)
+        self.score = nn.Linear(EMBED_DIM, 1, bias=False)
 
-    def modality_weights(self, img: torch.Tensor, aud: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, 2) softmax weights of (image, audio) and the (B, 2, 64) tokens they weigh."""
-        tokens = torch.stack([self.image_proj(img), self.audio_proj(aud)], dim=1).tanh()  # (B, 2, 64)
-        weights = self.score(tokens + self.modality_embed).squeeze(-1).softmax(dim=1)  # (B, 2)
-        return weights, tokens
-
-    def _fuse(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
-        weights, tokens = self.modality_weights(img, aud)
-        return (weights.unsqueeze(-1) * tokens).sum(dim=1)  # (B, 64)
+    def modality_weights(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
+        keys = torch.stack([self.image_key(img), self.audio_key(aud)], dim=1).tanh()  # (B, 2, 64)
+        return 2 * self.score(keys).squeeze(-1).softmax(dim=1)  # (B, 2), summing to 2
 
 
 # --- timm image backbones: timm is optional (it needs a torchvision built for this torch), so it is

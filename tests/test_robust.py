@@ -192,20 +192,25 @@ def test_new_fusion_trains_one_step_and_exposes_embeddings(name):
     assert all(not torch.equal(a, b) for a, b in zip(before, m.parameters(), strict=True))  # every layer learns
     m.eval()
     feats = m.forward_features(img, aud)
-    assert feats.shape == (8, 64)
+    assert feats.shape == (8, 128)
     torch.testing.assert_close(m.forward_head(feats), m(img, aud))
     enc = m.encode(img, aud)
     assert enc["image"].shape == (8, 64) and enc["audio"].shape == (8, 64)
     torch.testing.assert_close(enc["fused"], feats)  # eval mode: no modality dropout
 
 
-def test_attention_weights_are_a_distribution_over_modalities():
-    m = create_model("attention").eval()
-    img = m.image_encoder(torch.rand(5, 784))
-    aud = m.audio_encoder(torch.randn(5, 507))
-    w, tokens = m.modality_weights(img, aud)
-    assert w.shape == (5, 2) and tokens.shape == (5, 2, 64)
-    torch.testing.assert_close(w.sum(dim=1), torch.ones(5))
+@pytest.mark.parametrize("name", ["gated", "attention"])
+def test_modality_weights_scale_the_concatenated_embeddings(name):
+    m = create_model(name).eval()
+    img, aud = torch.rand(5, 784), torch.randn(5, 507)
+    enc = m.encode(img, aud)
+    w = m.modality_weights(enc["image"], enc["audio"])
+    assert w.shape == (5, 2) and (w > 0).all()
+    if name == "attention":
+        torch.testing.assert_close(w.sum(dim=1), torch.full((5,), 2.0))  # softmax, x2
+    else:
+        assert (w < 1).all()  # sigmoid gates
+    torch.testing.assert_close(enc["fused"], torch.cat([w[:, :1] * enc["image"], w[:, 1:] * enc["audio"]], 1))
 
 
 def test_modality_dropout_blanks_one_modality_never_both():
@@ -268,7 +273,7 @@ def test_timm_missing_is_one_clear_error(monkeypatch):
 def test_timm_models_wrap_the_backbone_lazily(monkeypatch):
     calls = []
     monkeypatch.setitem(sys.modules, "timm", fake_timm(calls))
-    for name, dim in [("timm_resnet18", 64), ("timm_efficientnet_b0_gated", 64)]:
+    for name, dim in [("timm_resnet18", 64), ("timm_efficientnet_b0_gated", 128)]:
         m = create_model(name, image_dropout=0.1)
         img, aud, y = torch.rand(4, 784), torch.randn(4, 507), torch.arange(4)
         loss = nn.functional.cross_entropy(m(img, aud), y)
@@ -303,14 +308,16 @@ def test_cli_without_timm_is_exit_2(tiny_data, tmp_path):
 
 
 @pytest.mark.timm
-@pytest.mark.parametrize("name", ["timm_resnet18", "timm_efficientnet_b0", "timm_resnet18_gated"])
-def test_real_timm_backbones_train_one_step(name):
+@pytest.mark.parametrize(
+    "name,dim", [("timm_resnet18", 64), ("timm_efficientnet_b0", 64), ("timm_resnet18_gated", 128)]
+)
+def test_real_timm_backbones_train_one_step(name, dim):
     pytest.importorskip("timm")
     m = create_model(name, image_dropout=0.1)
     img, aud, y = torch.rand(4, 784), torch.randn(4, 507), torch.arange(4)
     nn.functional.cross_entropy(m(img, aud), y).backward()
     torch.optim.SGD(m.parameters(), lr=0.1).step()
-    assert m.eval().forward_features(img, aud).shape == (4, 64)
+    assert m.eval().forward_features(img, aud).shape == (4, dim)
     assert m(img, aud).shape == (4, 10)
 
 
@@ -406,3 +413,20 @@ def test_mix_audio_adds_another_row_of_the_batch_at_a_bounded_gain():
     for a in added:
         k = torch.nn.functional.cosine_similarity(a[None], x).argmax()
         torch.testing.assert_close(a / a.norm(), x[k] / x[k].norm())  # a scaled copy of one batch row
+
+
+def test_figures_script_scores_runs_out_of_fold_and_on_the_holdout(tiny_data, tmp_path):
+    h = tmp_path / "h"
+    assert degrade(tiny_data, h, "--holdout", "0.3").returncode == 0
+    wd = tmp_path / "wd"
+    for name, extra in [("ref", {}), ("rob", ALL_ON | {"modality_dropout": 0.3})]:
+        cfg = load_config(None, extra | {"epochs": 1, "folds": 2, "workers": 1, "models": "gated,image,audio"})
+        cv.run_cv(cfg, h, wd, name, quiet=True)
+    cmd = [sys.executable, "bench/robust_figures.py", "--data", str(h), "--workdir", str(wd), "--run", "ref"]
+    proc = subprocess.run([*cmd, "--run", "rob"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "| model / blend | ref OOF | rob OOF | ref held-out | rob held-out |"
+    table = [line for line in lines if line.startswith("| gated |") or line.startswith("| fitted blend (logits) |")]
+    assert len(table) == 2 and all(len(line.split("|")) == 7 for line in table)
+    assert any(line.startswith("| rob | gated |") for line in lines)  # accuracy by SNR

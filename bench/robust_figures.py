@@ -1,0 +1,88 @@
+"""Side-by-side figures of finished cv runs on one data folder: every model's and every blend's out-of-fold
+macro-F1 (the numbers ``run.py submit`` prints), and, on a copy made by ``bench/degrade.py --holdout``, the
+macro-F1 on its labelled, noisier test rows, overall and by the test rows' audio SNR.
+
+    python3 bench/robust_figures.py --data /tmp/wsd_degraded --workdir /tmp/robust_degraded \\
+        --run reference-fast --run robust
+
+Blends are fit as ``submit`` fits them (equal weights, and greedy weights scored nested) on the out-of-fold
+rows only; the held-out rows are never used to fit anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from competition.blend import blend_models, combine, fold_average  # noqa: E402
+from competition.data import load_competition  # noqa: E402
+from competition.metrics import macro_f1  # noqa: E402
+from competition.submission import load_runs  # noqa: E402
+
+
+def run_scores(run, comp, holdout: pd.DataFrame | None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
+    """{model or blend: {"oof": F1, "holdout": F1}} and each one's held-out predictions."""
+    result = blend_models(run.oof, run.test, comp.y, run.fold_of)
+    scores, preds = {}, {}
+    for c in result.singles + result.blends:
+        name = c.name if c.space == "-" else f"{c.name} blend ({c.space})"
+        scores[name] = {"oof": c.honest_f1}
+        if holdout is not None:
+            space = "logits" if c.space == "-" else c.space
+            stacked = np.stack([fold_average(run.test[m], space) for m in result.models])
+            preds[name] = combine(stacked, c.weights, space).argmax(1)
+            scores[name]["holdout"] = macro_f1(holdout["label"].to_numpy(), preds[name])
+    return scores, preds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="the competition folder the runs were made on")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--run", action="append", required=True, help="run name (repeat: one column each)")
+    args = p.parse_args()
+    data = Path(args.data)
+    comp = load_competition(data)
+    holdout = None
+    if (data / "holdout_labels.csv").exists():
+        holdout = pd.read_csv(data / "holdout_labels.csv")
+        holdout = holdout.set_index("row_id").loc[comp.sample_submission["row_id"]].reset_index()
+    table, preds = {}, {}
+    for name in args.run:
+        (run,) = load_runs(Path(args.workdir), [name], comp, None)
+        table[name], preds[name] = run_scores(run, comp, holdout)
+
+    rows = list(dict.fromkeys(r for name in args.run for r in table[name]))
+    cols = [(name, "oof") for name in args.run]
+    if holdout is not None:
+        cols += [(name, "holdout") for name in args.run]
+    print("| model / blend | " + " | ".join(f"{n} {'OOF' if k == 'oof' else 'held-out'}" for n, k in cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for r in rows:
+        cells = [f"{table[n][r][k]:.4f}" if r in table[n] else "" for n, k in cols]
+        print(f"| {r} | " + " | ".join(cells) + " |")
+    print("\nOOF of a fitted blend is its nested score (weights fit without the scored fold).")
+
+    rows_file = data / "degrade_rows.csv"
+    if holdout is not None and rows_file.exists():
+        degr = pd.read_csv(rows_file)
+        snr = degr[degr["part"] == "test"].set_index("row_id").loc[holdout["row_id"], "snr_db"].to_numpy()
+        y = holdout["label"].to_numpy()
+        levels = sorted(np.unique(snr))
+        print("\nheld-out accuracy by the test rows' audio SNR (dB):\n")
+        print("| run | model / blend | " + " | ".join(f"{s:g} dB ({(snr == s).sum()} rows)" for s in levels) + " |")
+        print("|---" * (len(levels) + 2) + "|")
+        for name in args.run:
+            for r, pred in preds[name].items():
+                cells = [f"{(pred[snr == s] == y[snr == s]).mean():.3f}" for s in levels]
+                print(f"| {name} | {r} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
