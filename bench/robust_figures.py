@@ -17,28 +17,47 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from competition.blend import blend_models, combine, fold_average  # noqa: E402
+from competition.blend import blend_models, combine, fold_average, to_space  # noqa: E402
 from competition.data import load_competition  # noqa: E402
 from competition.metrics import macro_f1  # noqa: E402
 from competition.submission import load_runs  # noqa: E402
 
 
-def run_scores(run, comp, holdout: pd.DataFrame | None) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
-    """{model or blend: {"oof": F1, "holdout": F1}} and each one's held-out predictions."""
+def run_scores(run, comp, holdout: pd.DataFrame | None) -> tuple[dict, dict]:
+    """{model or blend: {"oof": F1, "holdout": F1}} and their predicted labels {"oof": ..., "holdout": ...}.
+
+    A fitted blend's out-of-fold labels are its nested ones (each fold blended with weights fit without it).
+    """
     result = blend_models(run.oof, run.test, comp.y, run.fold_of)
-    scores, preds = {}, {}
+    scores, preds = {}, {"oof": {}, "holdout": {}}
     for c in result.singles + result.blends:
         name = c.name if c.space == "-" else f"{c.name} blend ({c.space})"
-        scores[name] = {"oof": c.honest_f1}
+        space = "logits" if c.space == "-" else c.space
+        stacked = np.stack([to_space(run.oof[m], space) for m in result.models])
+        if c.fold_weights is None:
+            oof = combine(stacked, c.weights, space)
+        else:
+            oof = np.zeros(stacked.shape[1:])
+            for k, w in zip(np.unique(run.fold_of), c.fold_weights, strict=True):
+                oof[run.fold_of == k] = combine(stacked[:, run.fold_of == k], w, space)
+        preds["oof"][name] = oof.argmax(1)
+        scores[name] = {"oof": macro_f1(comp.y, preds["oof"][name])}
         if holdout is not None:
-            space = "logits" if c.space == "-" else c.space
-            stacked = np.stack([fold_average(run.test[m], space) for m in result.models])
-            preds[name] = combine(stacked, c.weights, space).argmax(1)
-            scores[name]["holdout"] = macro_f1(holdout["label"].to_numpy(), preds[name])
+            test = np.stack([fold_average(run.test[m], space) for m in result.models])
+            preds["holdout"][name] = combine(test, c.weights, space).argmax(1)
+            scores[name]["holdout"] = macro_f1(holdout["label"].to_numpy(), preds["holdout"][name])
     return scores, preds
+
+
+def paired(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> str:
+    """Rows only A / only B gets right, and the exact McNemar test's two-sided p-value of that split."""
+    only_a, only_b = int(((a == y) & (b != y)).sum()), int(((a != y) & (b == y)).sum())
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return f"{only_a} / {only_b} (p = {p:.2g})"
 
 
 def main() -> None:
@@ -68,6 +87,17 @@ def main() -> None:
         cells = [f"{table[n][r][k]:.4f}" if r in table[n] else "" for n, k in cols]
         print(f"| {r} | " + " | ".join(cells) + " |")
     print("\nOOF of a fitted blend is its nested score (weights fit without the scored fold).")
+    if len(args.run) >= 2:
+        a, b = args.run[:2]
+        print(f"\nrows only {a} / only {b} gets right, exact McNemar p:\n")
+        parts = ["oof"] + (["holdout"] if holdout is not None else [])
+        truth = {"oof": comp.y, "holdout": None if holdout is None else holdout["label"].to_numpy()}
+        print("| model / blend | " + " | ".join("OOF" if k == "oof" else "held-out" for k in parts) + " |")
+        print("|---" * (len(parts) + 1) + "|")
+        for r in rows:
+            if r in table[a] and r in table[b]:
+                cells = [paired(truth[k], preds[a][k][r], preds[b][k][r]) for k in parts]
+                print(f"| {r} | " + " | ".join(cells) + " |")
 
     rows_file = data / "degrade_rows.csv"
     if holdout is not None and rows_file.exists():
@@ -79,7 +109,7 @@ def main() -> None:
         print("| run | model / blend | " + " | ".join(f"{s:g} dB ({(snr == s).sum()} rows)" for s in levels) + " |")
         print("|---" * (len(levels) + 2) + "|")
         for name in args.run:
-            for r, pred in preds[name].items():
+            for r, pred in preds[name]["holdout"].items():
                 cells = [f"{(pred[snr == s] == y[snr == s]).mean():.3f}" for s in levels]
                 print(f"| {name} | {r} | " + " | ".join(cells) + " |")
 

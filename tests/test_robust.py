@@ -428,5 +428,7 @@ def test_figures_script_scores_runs_out_of_fold_and_on_the_holdout(tiny_data, tm
     lines = proc.stdout.splitlines()
     assert lines[0] == "| model / blend | ref OOF | rob OOF | ref held-out | rob held-out |"
     table = [line for line in lines if line.startswith("| gated |") or line.startswith("| fitted blend (logits) |")]
-    assert len(table) == 2 and all(len(line.split("|")) == 7 for line in table)
+    assert len(table) == 4 and all(len(line.split("|")) == 7 for line in table[:2])  # scores, then paired
     assert any(line.startswith("| rob | gated |") for line in lines)  # accuracy by SNR
+    paired = [line for line in lines if line.startswith("| image |") and "p = " in line]
+    assert len(paired) == 1 and paired[0].count("p = ") == 2  # McNemar, out of fold and held out
