@@ -136,7 +136,7 @@ def test_rerun_with_other_settings_is_refused(tiny_data, tmp_path):
 
 def test_ctrl_c_on_the_cli_keeps_finished_units(tiny_data, tmp_path):
     wd = tmp_path / "wd"
-    args = ["--data", str(tiny_data), "--workdir", str(wd), "--folds", "2", "--epochs", "3", "--run", "r"]
+    args = ["--data", str(tiny_data), "--workdir", str(wd), "--folds", "2", "--epochs", "10", "--run", "r"]
     proc = subprocess.Popen(
         [sys.executable, "run.py", "cv", *args, "--workers", "1"],
         cwd=ROOT,
