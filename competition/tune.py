@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -259,7 +260,7 @@ def _owner_alive(owner: str) -> bool | None:
     return True
 
 
-def fail_stale_trials(study: optuna.Study) -> list[int]:
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
     """Mark FAIL the RUNNING trials whose worker is dead (this machine's), so no trial stays RUNNING forever.
 
     Each trial records its worker (host, pid, process start time) when it starts; a worker of another
@@ -279,6 +280,10 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
 
 
 # --------------------------------------------------------------------------- the study
+
+
+class WorkersFailed(RuntimeError):
+    """A spawned worker process ended with an error (its own output says which)."""
 
 
 @dataclass
@@ -415,15 +420,24 @@ def optimize(t: Tuning, n_trials: int, seed: int, worker: int, comp: Competition
         study_name=t.study, storage=open_storage(t.storage, t.journal), sampler=sampler, pruner=pruner
     )
     stop = optuna.study.MaxTrialsCallback(t.trials, states=FINISHED)  # other workers may have finished the rest
-    study.optimize(
-        lambda trial: _objective(trial, t, comp, fold_of, ctx), n_trials=n_trials, timeout=t.timeout, callbacks=[stop]
-    )
+    try:
+        study.optimize(
+            lambda trial: _objective(trial, t, comp, fold_of, ctx),
+            n_trials=n_trials,
+            timeout=t.timeout,
+            callbacks=[stop],
+        )
+    finally:
+        # Optuna fails a trial on an Exception or Ctrl-C; a SystemExit (rich exits so on a closed stdout pipe)
+        # or a Ctrl-C between two storage calls would leave it RUNNING: fail whatever this worker still holds.
+        me = _owner()
+        for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if tr.user_attrs.get("worker") == me:
+                study.tell(tr.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def _worker_main(t: Tuning, n_trials: int, seed: int, worker: int) -> None:
     """Entry point of a spawned worker process: exit codes 0, 2 (bad input) and 130 (interrupted)."""
-    import sys
-
     try:
         optimize(t, n_trials, seed, worker)
     except UserError as e:
@@ -464,7 +478,7 @@ def run_tune(t: Tuning) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(study_name=t.study, storage=storage, direction="maximize", load_if_exists=True)
     claim_study(study, identity(t, comp, _split_fingerprint(split["fold"].to_numpy())), where, str(comp.root))
-    failed = fail_stale_trials(study)
+    failed = fail_orphaned_trials(study)
     trials = study.get_trials(deepcopy=False)
     n_finished = sum(tr.state in FINISHED for tr in trials)
     remaining = max(0, t.trials - n_finished)
@@ -488,7 +502,7 @@ def run_tune(t: Tuning) -> optuna.Study:
             if EXIT_INTERRUPTED in codes:
                 raise KeyboardInterrupt
             if any(codes):
-                raise RuntimeError(f"tune worker(s) failed with exit codes {codes}; see their output above")
+                raise WorkersFailed(f"tune worker(s) failed with exit codes {codes}; see their output above")
     return optuna.load_study(study_name=t.study, storage=storage)
 
 
@@ -559,13 +573,9 @@ def tune_command(args) -> int:
     """``python run.py tune``: resolve the base recipe and the space, run the study, print and save the best."""
     if args.model not in list_models():
         raise UserError(f"--model {args.model}: unknown model; fix: use one of {', '.join(list_models())}")
-    for flag, value, low in (
-        ("--trials", args.trials, 1),
-        ("--workers", args.tune_workers, 1),
-        ("--threads", args.threads or 1, 1),
-    ):
-        if value < low:
-            raise UserError(f"{flag} {value}: must be >= {low}")
+    for flag, value in (("--trials", args.trials), ("--workers", args.tune_workers), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: must be >= 1")
     if args.timeout is not None and args.timeout <= 0:
         raise UserError(f"--timeout {args.timeout}: must be > 0 seconds")
     args.models = args.model
@@ -601,6 +611,9 @@ def tune_command(args) -> int:
     )
     try:
         study = run_tune(t)
+    except WorkersFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         console.print(
             "[red]interrupted[/]: the running trial(s) are marked FAIL, finished trials are kept; "
