@@ -18,6 +18,7 @@ import re
 import signal
 import socket
 import sys
+import time
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -204,25 +205,29 @@ def open_storage(url: str | None, journal: Path) -> BaseStorage:
         return JournalStorage(JournalFileBackend(str(journal)))
     if "://" not in url:
         raise UserError(f"--storage {url}: not a database URL; fix: use sqlite:///path.db or postgresql://user@host/db")
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
     connect = {"connect_timeout": 10} if url.startswith("postgresql") else {"timeout": 60} if "sqlite" in url else {}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # The heartbeat marks trials of workers that died (killed, machine lost) FAIL after the grace period.
-            return RDBStorage(
-                _driver_url(url),
-                engine_kwargs={"connect_args": connect},
-                heartbeat_interval=60,
-                grace_period=180,
-            )
-    except UserError:
-        raise
-    except Exception as e:  # sqlalchemy's connection, URL and driver errors, raised from deep inside optuna
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(
-            f"--storage {_redact(url)}: cannot open the study storage ({reason}); "
-            "fix: check the URL, that the server is running and reachable, and the database exists"
-        ) from None
+    driver_url = _driver_url(url)
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # The heartbeat marks trials of workers that died (killed, machine lost) FAIL after the grace period.
+                return RDBStorage(
+                    driver_url, engine_kwargs={"connect_args": connect}, heartbeat_interval=60, grace_period=180
+                )
+        except Exception as e:  # sqlalchemy's connection, URL and driver errors, raised from deep inside optuna
+            if isinstance(e, (IntegrityError, ProgrammingError)) and attempt < 2:
+                # Workers starting together on an empty database race in CREATE TABLE IF NOT EXISTS, which
+                # PostgreSQL does not make atomic ("duplicate key ... pg_type_typname_nsp_index"): retry.
+                time.sleep(1 + attempt)
+                continue
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"--storage {_redact(url)}: cannot open the study storage ({reason}); "
+                "fix: check the URL, that the server is running and reachable, and the database exists"
+            ) from None
 
 
 # --------------------------------------------------------------------------- stale trials
@@ -322,25 +327,29 @@ def identity(t: Tuning, comp: Competition, split_fp: str) -> dict[str, Any]:
         "config": t.cfg.result_dict(),
         "space": t.space.params,
         "trial_folds": t.trial_folds,
+        "data": str(comp.root),
     }
     return json.loads(json.dumps(values))  # as it reads back from the storage (tuples become lists)
 
 
-def claim_study(study: optuna.Study, mine: dict[str, Any], where: str, data: str) -> None:
-    """Check that an existing study was made for these settings; stamp a new one with them."""
-    saved = study.user_attrs
+def claim_study(study: optuna.Study, mine: dict[str, Any], where: str) -> None:
+    """Check that an existing study was made for these settings; stamp a new one with them.
+
+    The settings are one user attribute, written in one storage call, so a worker starting at the same time
+    sees all of them or none; the re-read after stamping catches a concurrent start with other settings.
+    """
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise UserError(f"{where}: study {study.study_name!r} minimises; fix: pass --study NEW_NAME")
-    if "model" not in saved:
+    saved = study.user_attrs.get("tune")
+    if saved is None:
         if study.trials:
             raise UserError(f"{where}: study {study.study_name!r} was not made by run.py tune; fix: --study NEW_NAME")
-        for k, v in (mine | {"data": data}).items():
-            study.set_user_attr(k, v)
-        return
+        study.set_user_attr("tune", mine)
+        saved = study.user_attrs["tune"]
     diffs = []
     for k, v in mine.items():
         old = saved.get(k)
-        if old == v:
+        if k == "data" or old == v:  # the folder's path may differ (another machine); its fingerprint may not
             continue
         if isinstance(v, dict) and isinstance(old, dict):  # name the config keys / parameters that differ
             diffs.append(f"{k} differs in {', '.join(sorted(x for x in set(v) | set(old) if old.get(x) != v.get(x)))}")
@@ -477,7 +486,7 @@ def run_tune(t: Tuning) -> optuna.Study:
     where = f"--storage {_redact(t.storage)}" if t.storage else str(t.journal)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(study_name=t.study, storage=storage, direction="maximize", load_if_exists=True)
-    claim_study(study, identity(t, comp, _split_fingerprint(split["fold"].to_numpy())), where, str(comp.root))
+    claim_study(study, identity(t, comp, _split_fingerprint(split["fold"].to_numpy())), where)
     failed = fail_orphaned_trials(study)
     trials = study.get_trials(deepcopy=False)
     n_finished = sum(tr.state in FINISHED for tr in trials)
