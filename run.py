@@ -43,7 +43,7 @@ def add_tune_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default: 20)")
     p.add_argument("--timeout", type=float, default=None, help="start no new trial after this many seconds")
     p.add_argument("--workers", dest="tune_workers", type=int, default=1, help="parallel trial processes (default: 1)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores / workers)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: 1, as in cv)")
     p.add_argument("--trial-folds", type=int, default=None, help="evaluate only the first N folds per trial")
     p.add_argument("--no-prune", action="store_true", help="train every fold of every trial")
     p.add_argument("--out", default=None, help="best config file (default: configs/tuned-<study>.toml)")
@@ -57,6 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--run", default=None, help="run name under the workdir (default: the config's name)")
     tune = sub.add_parser("tune", help="Optuna search over a model's hyperparameters on the saved folds")
     add_tune_flags(tune)
+    submit = sub.add_parser("submit", help="blend cv runs' fold predictions into a validated submission CSV")
+    submit.add_argument("--run", action="append", default=[], help="cv run to blend (repeatable; default: the latest)")
+    submit.add_argument("--workdir", default=None, help="artifact folder holding the runs (default: folds/)")
+    submit.add_argument("--data", default=str(DEFAULT_DATA), help="competition folder the runs were made on")
+    submit.add_argument("--models", default=None, help="models to blend, e.g. fusion,image or run/model")
+    submit.add_argument(
+        "--average",
+        choices=["auto", "logits", "probs"],
+        default="auto",
+        help="average folds and models as log-probabilities or probabilities (auto: the better out-of-fold)",
+    )
+    submit.add_argument(
+        "--blend",
+        choices=["auto", "equal", "fitted"],
+        default="auto",
+        help="equal weights or greedy-fitted weights (auto: the better nested out-of-fold macro-F1)",
+    )
+    submit.add_argument("--rounds", type=int, default=25, help="greedy ensemble selection steps (default 25)")
+    submit.add_argument("--name", default=None, help="submission file name (default: <runs>-<blend>)")
+    submit.add_argument("--out", default=None, help="folder for the submission (default: submissions/)")
+    score = sub.add_parser("score", help="score a submission CSV against a labelled holdout CSV")
+    score.add_argument("submission", help="submission CSV (row_id,label)")
+    score.add_argument("labels", help="true labels CSV (row_id,label)")
+    rep = sub.add_parser("report", help="learning curves, confusion matrices and the embedding analysis of a run")
+    rep.add_argument("--workdir", default=None, help="artifact folder holding the runs (default: folds/)")
+    rep.add_argument("--run", default=None, help="run name under the workdir (default: the latest cv run)")
+    rep.add_argument("--data", default=None, help="competition folder (default: the one the run was trained on)")
+    rep.add_argument("--max-rows", type=int, default=None, help="out-of-fold rows in the embedding analysis (5000)")
     return parser
 
 
@@ -71,6 +99,18 @@ def main(argv: list[str] | None = None) -> int:
             from competition.tune import tune_command
 
             return tune_command(args)
+        if args.command == "submit":
+            from competition.submission import submit_command
+
+            return submit_command(args)
+        if args.command == "score":
+            from competition.submission import score_command
+
+            return score_command(args)
+        if args.command == "report":
+            from competition.reports import report_command
+
+            return report_command(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR

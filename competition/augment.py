@@ -21,3 +21,10 @@ def random_shift(image: torch.Tensor, max_shift: int, gen: torch.Generator) -> t
     cols = (dx + ar)[:, None, :]  # (B, 1, 28)
     batch = torch.arange(b, device=image.device)[:, None, None]
     return padded[batch, rows, cols].reshape(b, side * side)
+
+
+def add_noise(audio: torch.Tensor, std: float, gen: torch.Generator) -> torch.Tensor:
+    """Add Gaussian noise of ``std`` (in units of the standardised MFCCs) to each training row: (B, 507)."""
+    if std <= 0:
+        return audio
+    return audio + std * torch.randn(audio.shape, generator=gen).to(audio.device)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from .errors import UserError
 
@@ -35,11 +36,13 @@ class Config:
     schedule: str = "onecycle"  # "onecycle" (warm-up then cosine decay) or "constant"
     label_smoothing: float = 0.0
     shift: int = 0  # augmentation: translate training images by up to this many pixels (0 = off)
+    audio_noise: float = 0.0  # augmentation: std of Gaussian noise added to standardised training MFCCs
     # --- model hyperparameters (the reference model's values by default) ---
     image_kernel: int = 5
     audio_kernel: int = 5
     image_dropout: float = 0.5
     audio_dropout: float = 0.5
+    modality_dropout: float = 0.0  # fusion only: blank one modality's features for this share of rows
     # --- execution: does not change the result on a given device ---
     device: str = "auto"  # "auto" (cuda when present), "cpu" or "cuda"
     workers: int = 0  # parallel training processes; 0 = one per CPU core on cpu, 1 on cuda
@@ -53,7 +56,9 @@ class Config:
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (0 <= self.shift <= 8, "shift must be in 0..8 pixels"),
+            (self.audio_noise >= 0, "audio_noise must be >= 0"),
             (0 <= self.image_dropout < 1 and 0 <= self.audio_dropout < 1, "dropout must be in [0, 1)"),
+            (0 <= self.modality_dropout < 1, "modality_dropout must be in [0, 1)"),
             (self.image_kernel % 2 == 1 and self.image_kernel > 0, "image_kernel must be odd (3, 5, 7)"),
             (self.audio_kernel % 2 == 1 and self.audio_kernel > 0, "audio_kernel must be odd (3, 5, 7)"),
             (self.schedule in ("onecycle", "constant"), "schedule must be 'onecycle' or 'constant'"),
@@ -108,9 +113,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             return int(value)
         return type(default)(value)
     except (TypeError, ValueError):
-        raise UserError(
-            f"{source}: {key}={value!r} is not a valid {type(default).__name__}; fix the value"
-        ) from None
+        raise UserError(f"{source}: {key}={value!r} is not a valid {type(default).__name__}; fix the value") from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-console = Console(highlight=False)
+# Logs and pipes get 120 columns rather than rich's 80, so the per-fold tables are never truncated.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 class CVProgress:

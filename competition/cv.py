@@ -73,7 +73,7 @@ def train_unit(
 
     learner = Learner(model, cfg, seed=unit_seed(cfg.seed, model, fold), device=device)
     learner.fit(comp.image[tr], audio[tr], comp.y[tr], val=(comp.image[va], audio[va], comp.y[va]), on_epoch=on_epoch)
-    oof = learner.predict_logits(comp.image[va], audio[va])  # (n_val, 10)
+    oof = learner.val_logits_  # (n_val, 10), from the final epoch's validation pass
     test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
     seconds = time.perf_counter() - t0
     out = run_dir / model
@@ -104,8 +104,9 @@ def _check_run(run_dir: Path, cfg: Config, comp: Competition, split_fp: str) -> 
     if not path.exists():
         return
     saved = json.loads(path.read_text())
-    mine = cfg.result_dict()
-    diffs = [f"{k}: {saved['config'].get(k)!r} -> {v!r}" for k, v in mine.items() if saved["config"].get(k) != v]
+    # A key added to Config after the run was made defaults to "off", which is what the run computed.
+    before = Config().to_dict() | saved["config"]
+    diffs = [f"{k}: {before[k]!r} -> {v!r}" for k, v in cfg.result_dict().items() if before[k] != v]
     if saved.get("data_fingerprint") != comp.fingerprint:
         diffs.append("data folder contents differ")
     if saved.get("split_fingerprint") != split_fp:
@@ -164,7 +165,12 @@ def run_cv(
     run_cfg = cfg.to_dict() | {"models": sorted(set(saved_models) | set(cfg.models))}
     write_json(
         run_dir / "config.json",
-        {"config": run_cfg, "data": str(comp.root), "data_fingerprint": comp.fingerprint, "split_fingerprint": split_fp},
+        {
+            "config": run_cfg,
+            "data": str(comp.root),
+            "data_fingerprint": comp.fingerprint,
+            "split_fingerprint": split_fp,
+        },
     )
     write_json(run_dir / "environment.json", environment(device, cfg.seed))
 
@@ -182,12 +188,14 @@ def run_cv(
 
 
 def _plan_workers(cfg: Config, device: str, n_units: int) -> tuple[int, int]:
-    """(processes, torch threads each). On CPU, one single-threaded process per core trains ~1.45x faster
-    than one process using every core (bench/cv_speed.py); on a GPU one process owns the device."""
-    cores = os.cpu_count() or 1
-    workers = cfg.workers or (1 if device == "cuda" else cores)
-    workers = max(1, min(workers, n_units))
-    return workers, max(1, cores // workers)
+    """(processes, torch threads each). On CPU every unit trains single-threaded, so its numbers do not
+    depend on --workers (a different thread count changes float summation order), and one process per
+    core trains ~1.45x faster than one process using every core (bench/cv_speed.py). On a GPU one
+    process owns the device."""
+    if device == "cuda":
+        return 1, 1
+    workers = cfg.workers or os.cpu_count() or 1
+    return max(1, min(workers, n_units)), 1
 
 
 def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:

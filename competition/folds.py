@@ -41,7 +41,7 @@ def load_or_make_folds(comp: Competition, workdir: Path, k: int, seed: int, grou
     meta = {"data": str(comp.root), "data_fingerprint": comp.fingerprint, "folds": k, "seed": seed, "grouped": grouped}
     if path.exists():
         saved = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        for key in ("data_fingerprint", "folds", "seed", "grouped"):
+        for key in ("data_fingerprint", "folds", "grouped"):  # the seed only matters when making it
             if saved.get(key) != meta[key]:
                 raise UserError(
                     f"{path}: saved split has {key}={saved.get(key)!r} but this run asks for {meta[key]!r}; "

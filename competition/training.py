@@ -7,14 +7,13 @@ epoch, Adam(W) with an optional one-cycle schedule, and a validation pass per ep
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-from .augment import random_shift
+from .augment import add_noise, random_shift
 from .config import Config
 from .metrics import scores
 from .models import create_model, model_hparams
@@ -54,7 +53,8 @@ class Learner:
         self.device = device
 
     def _tensors(self, image: np.ndarray, audio: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.as_tensor(image, device=self.device), torch.as_tensor(audio, device=self.device))
+        # torch.tensor copies: the arrays may be read-only memory maps shared by worker processes.
+        return (torch.tensor(image, device=self.device), torch.tensor(audio, device=self.device))
 
     def fit(
         self,
@@ -89,7 +89,8 @@ class Learner:
             for i in range(steps):
                 idx = perm[i * bs : (i + 1) * bs]
                 x_img = random_shift(img[idx], cfg.shift, gen)  # training rows only
-                logits = model(x_img, aud[idx])  # (B, 10)
+                x_aud = add_noise(aud[idx], cfg.audio_noise, gen)
+                logits = model(x_img, x_aud)  # (B, 10)
                 loss = F.cross_entropy(logits, target[idx], label_smoothing=cfg.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -101,7 +102,8 @@ class Learner:
             row = {"epoch": epoch, "train_loss": loss_sum.item() / n, "train_accuracy": correct.item() / n}
             self.model_ = model
             if val is not None:
-                v_logits = self.predict_logits(val[0], val[1])
+                v_logits = self.predict_logits(val[0], val[1])  # (n_val, 10)
+                self.val_logits_ = v_logits  # the last epoch's are the fold's out-of-fold logits
                 v_loss = F.cross_entropy(torch.from_numpy(v_logits), torch.as_tensor(val[2])).item()
                 s = scores(val[2], v_logits)
                 row |= {"val_loss": v_loss, "val_accuracy": s["accuracy"], "val_macro_f1": s["macro_f1"]}

@@ -1,0 +1,155 @@
+"""Blend: combine models' out-of-fold and test predictions into one probability matrix (pure numpy, no files).
+
+Two averaging spaces: ``logits`` averages log-probabilities (a weighted geometric mean of the models'
+probabilities) and ``probs`` averages probabilities (an arithmetic mean). The same space is used to average
+a model's K fold predictions on the test rows and to blend the models. Two blends: ``equal`` weights, and
+``fitted`` weights from greedy ensemble selection with replacement (Caruana et al. 2004, the algorithm of
+AutoGluon's weighted ensemble). The fitted blend is also scored *nested*: for every fold, weights fit on the
+other folds' out-of-fold rows predict that fold's rows, so its score is not inflated by fitting and scoring
+the same rows. That honest score is the one used to choose the blend that gets written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import log_softmax, softmax
+
+from .metrics import accuracy, macro_f1
+
+SPACES = ("logits", "probs")
+BLENDS = ("equal", "fitted")
+ROUNDS = 25  # greedy selection steps, AutoGluon's default ensemble_size
+
+
+def to_space(logits: np.ndarray, space: str) -> np.ndarray:
+    """Logits (..., 10) as log-probabilities (``logits``) or probabilities (``probs``): the quantity averaged."""
+    if space == "logits":
+        return log_softmax(np.asarray(logits, dtype=np.float64), axis=-1)
+    if space == "probs":
+        return softmax(np.asarray(logits, dtype=np.float64), axis=-1)
+    raise ValueError(f"unknown space {space!r}; expected one of {SPACES}")
+
+
+def to_probs(averaged: np.ndarray, space: str) -> np.ndarray:
+    """Probabilities of an average taken in ``space`` (a mean of log-probabilities is renormalised)."""
+    return softmax(averaged, axis=-1) if space == "logits" else averaged
+
+
+def fold_average(test_logits: np.ndarray, space: str) -> np.ndarray:
+    """One model's (K, M, 10) fold test logits -> (M, 10) mean in ``space``."""
+    return to_space(test_logits, space).mean(axis=0)
+
+
+def combine(stacked: np.ndarray, weights: np.ndarray, space: str) -> np.ndarray:
+    """(n_models, N, 10) predictions in ``space`` and (n_models,) weights -> (N, 10) blended probabilities."""
+    return to_probs(np.tensordot(weights, stacked, axes=1), space)
+
+
+def objective(y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    """What greedy selection maximises: macro-F1 (the competition metric), then minus log-loss to break the
+    frequent ties of a count-based metric in favour of the better-calibrated blend."""
+    p = np.clip(probs[np.arange(len(y)), y], 1e-15, 1.0)
+    return macro_f1(y, probs.argmax(axis=1)), float(np.log(p).mean())
+
+
+def caruana_weights(stacked: np.ndarray, y: np.ndarray, space: str, rounds: int = ROUNDS) -> np.ndarray:
+    """Greedy ensemble selection with replacement (Caruana et al. 2004): start from no model, add at each
+    step the model (repeats allowed) whose addition gives the best blend, and keep the blend of the best
+    step (the earliest on ties, so the smallest ensemble). Weights are counts / total: >= 0, summing to 1."""
+    n_models = len(stacked)
+    counts = np.zeros(n_models, dtype=np.int64)
+    total = np.zeros(stacked.shape[1:], dtype=np.float64)
+    best, best_counts = None, None
+    for step in range(1, rounds + 1):
+        trials = [objective(y, to_probs((total + stacked[m]) / step, space)) for m in range(n_models)]
+        m = max(range(n_models), key=lambda i: trials[i])  # max() keeps the first of equal scores
+        counts[m] += 1
+        total += stacked[m]
+        if best is None or trials[m] > best:
+            best, best_counts = trials[m], counts.copy()
+    return best_counts / best_counts.sum()
+
+
+def nested_caruana(
+    stacked: np.ndarray, y: np.ndarray, fold_of: np.ndarray, space: str, rounds: int = ROUNDS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold predictions of the fitted blend itself: each fold's rows are blended with weights fit on
+    the other folds' rows only. Returns (N, 10) probabilities and the (K, n_models) per-fold weights."""
+    folds = np.unique(fold_of)
+    out = np.zeros(stacked.shape[1:], dtype=np.float64)
+    weights = np.zeros((len(folds), len(stacked)))
+    for i, k in enumerate(folds):
+        fit, held = fold_of != k, fold_of == k
+        weights[i] = caruana_weights(stacked[:, fit], y[fit], space, rounds)
+        out[held] = combine(stacked[:, held], weights[i], space)
+    return out, weights
+
+
+@dataclass
+class Candidate:
+    """One scored way of predicting: a single model or a blend, in one averaging space."""
+
+    name: str  # a model name, "equal" or "fitted"
+    space: str
+    weights: np.ndarray  # (n_models,) summing to 1
+    macro_f1: float  # on the out-of-fold rows (in-sample for the fitted blend's weights)
+    accuracy: float
+    nested_f1: float | None = None  # fitted blend only: weights fit without the scored fold
+    nested_accuracy: float | None = None
+    fold_weights: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def honest_f1(self) -> float:
+        """The score to choose by: one that did not see the rows it scores."""
+        return self.nested_f1 if self.nested_f1 is not None else self.macro_f1
+
+
+@dataclass
+class BlendResult:
+    models: list[str]
+    singles: list[Candidate]  # each model alone (space does not change a single model's out-of-fold argmax)
+    blends: list[Candidate]  # every (blend, space) asked for
+    chosen: Candidate
+    test_probs: np.ndarray  # (M, 10) blended test probabilities of the chosen candidate
+
+
+def blend_models(
+    oof: dict[str, np.ndarray],
+    test: dict[str, np.ndarray],
+    y: np.ndarray,
+    fold_of: np.ndarray,
+    spaces: tuple[str, ...] = SPACES,
+    blends: tuple[str, ...] = BLENDS,
+    rounds: int = ROUNDS,
+) -> BlendResult:
+    """Score every model and every requested (blend, space) on the out-of-fold rows, choose the candidate with
+    the best honest macro-F1 (ties: the earlier space, then ``equal`` before ``fitted``), and blend the test
+    rows with its weights. ``oof``: {model: (N, 10) logits}; ``test``: {model: (K, M, 10) fold logits}."""
+    models = list(oof)
+    n = len(models)
+    singles = []
+    for i, m in enumerate(models):
+        s = {"macro_f1": macro_f1(y, oof[m].argmax(1)), "accuracy": accuracy(y, oof[m].argmax(1))}
+        singles.append(Candidate(m, "-", np.eye(n)[i], **s))
+    candidates = []
+    for space in spaces:
+        stacked = np.stack([to_space(oof[m], space) for m in models])
+        for kind in blends:
+            if kind == "equal":
+                w = np.full(n, 1.0 / n)
+                nested = fold_weights = None
+            else:
+                w = caruana_weights(stacked, y, space, rounds)
+                nested, fold_weights = nested_caruana(stacked, y, fold_of, space, rounds)
+            pred = combine(stacked, w, space).argmax(1)
+            cand = Candidate(kind, space, w, macro_f1(y, pred), accuracy(y, pred), fold_weights=fold_weights)
+            if nested is not None:
+                cand.nested_f1 = macro_f1(y, nested.argmax(1))
+                cand.nested_accuracy = accuracy(y, nested.argmax(1))
+            candidates.append(cand)
+    chosen = max(candidates, key=lambda c: c.honest_f1)  # first of equal scores
+    test_stacked = np.stack([fold_average(test[m], chosen.space) for m in models])
+    test_probs = combine(test_stacked, chosen.weights, chosen.space)
+    return BlendResult(models, singles, candidates, chosen, test_probs)

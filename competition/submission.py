@@ -1,0 +1,400 @@
+"""Submission: load finished cv runs (checked for one data folder, one split, all folds), blend them, write the
+submission CSV in the sample submission's exact format with its probabilities and manifest, validate it, and
+score a submission against a labelled holdout. The ``submit`` and ``score`` commands.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
+from .artifacts import environment, write_json, write_npz, write_text
+from .blend import BLENDS, SPACES, BlendResult, blend_models
+from .console import console
+from .cv import DEFAULT_WORKDIR, _split_fingerprint, unit_path
+from .data import Competition, load_competition
+from .errors import UserError
+from .metrics import accuracy, macro_f1
+from .models import N_CLASSES
+
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "submissions"
+
+
+@dataclass
+class Run:
+    """One finished cv run: its config.json and, per model, out-of-fold (N, 10) and fold test (K, M, 10) logits."""
+
+    name: str
+    dir: Path
+    meta: dict  # config.json: config, data, data_fingerprint, split_fingerprint
+    oof: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    fold_of: np.ndarray  # (N,) the fold of each training row, from the saved val_idx
+
+
+# --- finding and loading runs ---------------------------------------------------------------------------
+
+
+def _read_meta(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a cv run (no config.json); fix: pass --run with a run made by `run.py cv`")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        meta = {"error": str(e)}
+    if not isinstance(meta.get("config"), dict) or not {"folds", "models"} <= meta["config"].keys():
+        raise UserError(f"{path}: unreadable run config; fix: rerun `run.py cv --run {run_dir.name}`")
+    return meta
+
+
+def _missing_folds(run_dir: Path, meta: dict) -> dict[str, list[int]]:
+    k = meta["config"]["folds"]
+    out = {m: [f for f in range(k) if not unit_path(run_dir, m, f).is_file()] for m in meta["config"]["models"]}
+    return {m: f for m, f in out.items() if f}
+
+
+def latest_run(workdir: Path) -> str:
+    """The run under ``workdir`` whose every model has every fold, with the newest fold file."""
+    if not workdir.is_dir():
+        raise UserError(f"{workdir}: workdir not found; fix: run `run.py cv` first or pass --workdir DIR")
+    finished, unfinished = [], []
+    for run_dir in sorted(p for p in workdir.iterdir() if (p / "config.json").is_file()):
+        try:
+            meta = _read_meta(run_dir)
+        except UserError:
+            continue
+        if _missing_folds(run_dir, meta):
+            unfinished.append(run_dir.name)
+            continue
+        newest = max((p.stat().st_mtime for p in run_dir.glob("*/fold*.npz")), default=0.0)
+        finished.append((newest, run_dir.name))
+    if not finished:
+        what = f"only unfinished runs ({', '.join(unfinished)})" if unfinished else "no cv runs"
+        raise UserError(f"{workdir}: {what}; fix: finish one with `run.py cv`, or pass --run NAME / --workdir DIR")
+    return max(finished)[1]
+
+
+def load_run_checked(run_dir: Path, comp: Competition, models: list[str] | None = None) -> Run:
+    """Load a run's models, checking every fold exists and every array has the shape the data calls for."""
+    meta = _read_meta(run_dir)
+    names = [m for m in meta["config"]["models"] if models is None or m in models]
+    missing = {m: f for m, f in _missing_folds(run_dir, meta).items() if m in names}
+    if missing:
+        m, f = next(iter(missing.items()))
+        raise UserError(
+            f"{run_dir / m}: fold(s) {','.join(map(str, f))} of {meta['config']['folds']} missing; fix: finish the "
+            f"run with `run.py cv --run {run_dir.name}` (same flags), or leave the model out with --models"
+        )
+    n, k = comp.n_train, meta["config"]["folds"]
+    oof, test, fold_of = {}, {}, None
+    for m in names:
+        m_fold = np.full(n, -1, dtype=np.int64)
+        m_oof = np.zeros((n, N_CLASSES), dtype=np.float32)
+        tests = []
+        for f in range(k):
+            path = unit_path(run_dir, m, f)
+            try:
+                with np.load(path) as z:
+                    val_idx, o, t = z["val_idx"], z["oof_logits"], z["test_logits"]
+            except (OSError, ValueError, KeyError) as e:
+                raise UserError(f"{path}: unreadable fold file ({e}); fix: delete it and rerun `run.py cv`") from None
+            if t.shape != (comp.n_test, N_CLASSES):
+                raise UserError(
+                    f"{path}: test predictions have shape {t.shape}, expected ({comp.n_test}, {N_CLASSES}) for the "
+                    f"rows of {comp.root / 'sample_submission.csv'}; fix: pass the --data the run was made on"
+                )
+            if o.shape != (len(val_idx), N_CLASSES) or val_idx.min(initial=0) < 0 or val_idx.max(initial=0) >= n:
+                raise UserError(
+                    f"{path}: out-of-fold predictions {o.shape} do not fit {len(val_idx)} validation rows of "
+                    f"{n} training rows; fix: delete it and rerun `run.py cv --run {run_dir.name}`"
+                )
+            if not (np.isfinite(o).all() and np.isfinite(t).all()):
+                raise UserError(f"{path}: NaN/inf predictions (a diverged model); fix: delete it and rerun the fold")
+            if (m_fold[val_idx] != -1).any():
+                raise UserError(f"{path}: validation rows overlap another fold's; fix: rerun the run in a new workdir")
+            m_fold[val_idx] = f
+            m_oof[val_idx] = o
+            tests.append(t)
+        if (m_fold == -1).any() or _split_fingerprint(m_fold) != meta.get("split_fingerprint"):
+            raise UserError(
+                f"{run_dir / m}: its folds' validation rows are not the run's saved split; "
+                f"fix: rerun `run.py cv --run {run_dir.name}` in a clean workdir"
+            )
+        fold_of = m_fold
+        oof[m], test[m] = m_oof, np.stack(tests)
+    return Run(run_dir.name, run_dir, meta, oof, test, fold_of)
+
+
+def load_runs(workdir: Path, names: list[str], comp: Competition, models: list[str] | None) -> list[Run]:
+    """Load several runs, refusing runs made on different data folders or different fold assignments."""
+    if len(set(names)) != len(names):
+        raise UserError(f"--run: a run is named twice ({', '.join(names)}); fix: name each run once")
+    dirs = [workdir / n for n in names]
+    for d in dirs:
+        if not d.is_dir():
+            raise UserError(f"{d}: run not found; fix: pass --run with a folder under --workdir {workdir}")
+    metas = [_read_meta(d) for d in dirs]
+    for key, what in [("data_fingerprint", "data folders"), ("split_fingerprint", "fold assignments")]:
+        values = {n: m.get(key) for n, m in zip(names, metas, strict=True)}
+        if len(set(values.values())) > 1:
+            detail = ", ".join(f"{n}: {v}" for n, v in values.items())
+            raise UserError(
+                f"--run: runs were made on different {what} ({key} {detail}); "
+                "fix: blend only runs of one data folder and one workdir split"
+            )
+    if metas[0].get("data_fingerprint") != comp.fingerprint:
+        raise UserError(
+            f"{dirs[0] / 'config.json'}: run was made on data {metas[0].get('data')} "
+            f"(fingerprint {metas[0].get('data_fingerprint')}), not --data {comp.root} ({comp.fingerprint}); "
+            "fix: pass the --data the run was made on"
+        )
+    # --models items are "model" (in every run) or "run/model"
+    split = [m.rpartition("/")[::2] for m in models or []]
+    runs = []
+    for d in dirs:
+        wanted = None if models is None else [model for run, model in split if run in ("", d.name)]
+        runs.append(load_run_checked(d, comp, wanted))
+    for item, (run, model) in zip(models or [], split, strict=True):
+        if not any(model in r.oof and run in ("", r.name) for r in runs):
+            raise UserError(f"--models: {item!r} is not a model of run(s) {', '.join(names)}; fix the name")
+    return [r for r in runs if r.oof]  # a run all of whose models --models left out takes no part
+
+
+# --- writing and validating the submission ---------------------------------------------------------------
+
+
+def _read_str_csv(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise UserError(f"{path}: file not found; fix the path")
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: unreadable CSV ({str(e).strip()}); fix the file") from None
+
+
+def render_submission(sample_path: Path, labels: np.ndarray) -> bytes:
+    """The sample submission's bytes with its label column replaced: same header, row_id text and order,
+    same line endings."""
+    sample = _read_str_csv(sample_path)
+    if len(labels) != len(sample):
+        raise UserError(f"{sample_path}: {len(sample)} rows but {len(labels)} predictions; fix: pass the run's --data")
+    crlf = b"\r\n" in sample_path.read_bytes()[:4096]
+    out = sample.copy()
+    out[out.columns[-1]] = np.asarray(labels).astype(np.int64).astype(str)
+    return out.to_csv(index=False, lineterminator="\r\n" if crlf else "\n").encode()
+
+
+def _check_unique(ids: pd.Series, path: Path) -> None:
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise UserError(f"{path}: {len(dup)} duplicate row_id(s) (first {dup.iloc[0]!r}); fix: one row per row_id")
+
+
+def _check_ids(ids: pd.Series, ref: pd.Series, path: Path, ref_path: Path) -> None:
+    """Duplicate, missing or extra row_ids of ``ids`` against the reference ids, as one UserError."""
+    _check_unique(ids, path)
+    missing, extra = ref[~ref.isin(ids)], ids[~ids.isin(ref)]
+    if len(missing):
+        raise UserError(
+            f"{path}: {len(missing)} row_id(s) of {ref_path.name} missing (first {missing.iloc[0]!r}); "
+            "fix: predict every row"
+        )
+    if len(extra):
+        raise UserError(
+            f"{path}: {len(extra)} row_id(s) not in {ref_path.name} (first {extra.iloc[0]!r}); fix: drop those rows"
+        )
+
+
+def _check_labels(labels: pd.Series, ids: pd.Series, path: Path) -> np.ndarray:
+    ok = labels.str.fullmatch(r"[0-9]").to_numpy()  # an integer 0-9 written plainly, as in the sample
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise UserError(
+            f"{path}: {int((~ok).sum())} label(s) not an integer 0-9 (first at row_id {ids.iloc[i]!r}: "
+            f"{labels.iloc[i]!r}); fix the labels"
+        )
+    return labels.astype(np.int64).to_numpy()
+
+
+def read_labelled(path: Path) -> pd.DataFrame:
+    """A row_id,label CSV (a submission or a holdout's labels), checked: unique ids, integer labels 0-9."""
+    df = _read_str_csv(path)
+    if list(df.columns) != ["row_id", "label"]:
+        raise UserError(f"{path}: expected the header row_id,label, got {','.join(df.columns)}; fix the header")
+    if len(df) == 0:
+        raise UserError(f"{path}: no rows; fix the file")
+    _check_unique(df["row_id"], path)
+    return df.assign(label=_check_labels(df["label"], df["row_id"], path))
+
+
+def validate_submission(path: Path, sample_path: Path) -> None:
+    """The written file has the sample's header, its row_ids in its order, and integer labels 0-9."""
+    sub, sample = _read_str_csv(path), _read_str_csv(sample_path)
+    if list(sub.columns) != list(sample.columns):
+        raise UserError(f"{path}: header {','.join(sub.columns)} is not {','.join(sample.columns)} of {sample_path}")
+    _check_ids(sub[sub.columns[0]], sample[sample.columns[0]], path, sample_path)
+    if not (sub[sub.columns[0]].to_numpy() == sample[sample.columns[0]].to_numpy()).all():
+        raise UserError(f"{path}: row_ids are not in the order of {sample_path}; fix: keep the sample's order")
+    _check_labels(sub[sub.columns[-1]], sub[sub.columns[0]], path)
+
+
+def _plain_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name):
+        raise UserError(f"--name {name!r}: use letters, digits and . _ + - only; fix the name")
+    return name.removesuffix(".csv")
+
+
+def write_submission(
+    out_dir: Path, name: str, comp: Competition, result: BlendResult, runs: list[Run], rounds: int
+) -> Path:
+    """Write ``<name>.csv``, validate it (removing it if invalid), then ``<name>.probs.npz`` and ``<name>.json``."""
+    sample_path = comp.root / "sample_submission.csv"
+    path = out_dir / f"{name}.csv"
+    write_text(path, render_submission(sample_path, result.test_probs.argmax(axis=1)).decode())
+    try:
+        validate_submission(path, sample_path)
+    except UserError:
+        path.unlink(missing_ok=True)  # never leave an invalid submission behind
+        raise
+    write_npz(
+        out_dir / f"{name}.probs.npz",
+        row_id=comp.sample_submission["row_id"].to_numpy(),
+        probs=result.test_probs.astype(np.float32),
+    )
+    c = result.chosen
+
+    def cand(x) -> dict:
+        d = {"blend": x.name, "space": x.space, "macro_f1": x.macro_f1, "accuracy": x.accuracy}
+        d["weights"] = dict(zip(result.models, np.round(x.weights, 6).tolist(), strict=True))
+        if x.nested_f1 is not None:
+            d |= {"nested_macro_f1": x.nested_f1, "nested_accuracy": x.nested_accuracy}
+            d["fold_weights"] = [dict(zip(result.models, np.round(w, 6).tolist(), strict=True)) for w in x.fold_weights]
+        return d
+
+    write_json(
+        out_dir / f"{name}.json",
+        {
+            "submission": path.name,
+            "probabilities": f"{name}.probs.npz",
+            "runs": [{"name": r.name, "dir": str(r.dir), "config": r.meta["config"]} for r in runs],
+            "models": result.models,
+            "blend": c.name,
+            "average": c.space,
+            "weights": dict(zip(result.models, np.round(c.weights, 6).tolist(), strict=True)),
+            "oof_macro_f1": c.macro_f1,
+            "oof_nested_macro_f1": c.nested_f1,
+            "oof_accuracy": c.accuracy,
+            "rounds": rounds,
+            "candidates": [cand(x) for x in result.singles + result.blends],
+            "data": str(comp.root),
+            "data_fingerprint": comp.fingerprint,
+            "split_fingerprint": runs[0].meta.get("split_fingerprint"),
+            "environment": environment("cpu", runs[0].meta["config"].get("seed", 0)),
+        },
+    )
+    return path
+
+
+# --- the commands ----------------------------------------------------------------------------------------
+
+
+def submit_tables(result: BlendResult) -> tuple[Table, Table]:
+    """The out-of-fold scores of every model and blend, and each blend's weights (the written one marked)."""
+    scores = Table(title="out-of-fold scores (nested: blend weights fit without the scored fold)")
+    for col in ("model / blend", "average", "OOF F1", "OOF acc", "nested F1", "nested acc"):
+        scores.add_column(col, justify="left" if col in ("model / blend", "average") else "right")
+    for c in result.singles:
+        scores.add_row(c.name, "-", f"{c.macro_f1:.4f}", f"{c.accuracy:.4f}", "", "")
+    for c in result.blends:
+        nested = ["", ""] if c.nested_f1 is None else [f"{c.nested_f1:.4f}", f"{c.nested_accuracy:.4f}"]
+        name = f"{c.name} blend" + (" [bold green](written)[/]" if c is result.chosen else "")
+        scores.add_row(name, c.space, f"{c.macro_f1:.4f}", f"{c.accuracy:.4f}", *nested)
+    weights = Table(title="blend weights")
+    weights.add_column("model")
+    for c in result.blends:
+        head = f"{c.name} {c.space}"
+        weights.add_column(f"[bold green]{head} (written)[/]" if c is result.chosen else head, justify="right")
+    for i, m in enumerate(result.models):
+        weights.add_row(m, *(f"{c.weights[i]:.2f}" for c in result.blends))
+    return scores, weights
+
+
+def _models_flag(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [s.strip() for s in value.split(",") if s.strip()]
+    if not items:
+        raise UserError("--models: empty list; fix: name models, e.g. --models fusion,image or default/fusion")
+    return items
+
+
+def submit_command(args) -> int:
+    """``python run.py submit``: blend the runs' models and write a validated submission."""
+    if args.rounds < 1:
+        raise UserError(f"--rounds {args.rounds}: must be >= 1; fix the value")
+    name = _plain_name(args.name) if args.name else None
+    workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
+    comp = load_competition(args.data)
+    runs = load_runs(workdir, args.run or [latest_run(workdir)], comp, _models_flag(args.models))
+    oof = {f"{r.name}/{m}": r.oof[m] for r in runs for m in r.oof}
+    test = {f"{r.name}/{m}": r.test[m] for r in runs for m in r.test}
+    spaces = SPACES if args.average == "auto" else (args.average,)
+    blends = BLENDS if args.blend == "auto" else (args.blend,)
+    names = [r.name for r in runs]
+    console.print(f"blending {len(oof)} models of run(s) {', '.join(names)} on {comp.n_train} out-of-fold rows")
+    result = blend_models(oof, test, comp.y, runs[0].fold_of, spaces, blends, args.rounds)
+    name = name or f"{'+'.join(names)}-{result.chosen.name}"
+    path = write_submission(Path(args.out) if args.out else DEFAULT_OUT, name, comp, result, runs, args.rounds)
+    console.print(*submit_tables(result))
+    c = result.chosen
+    score = f"OOF macro-F1 {c.honest_f1:.4f}" + (" (nested)" if c.nested_f1 is not None else "")
+    console.print(
+        f"wrote {path} ({c.name} blend, {c.space} averaged, {score}); validated against "
+        f"{comp.root / 'sample_submission.csv'}; probabilities and manifest beside it"
+    )
+    return 0
+
+
+def score_submission(submission: Path, labels: Path) -> dict:
+    """Macro-F1, accuracy, per-class precision/recall/F1/support and the confusion matrix of a submission."""
+    truth, sub = read_labelled(labels), read_labelled(submission)
+    _check_ids(sub["row_id"], truth["row_id"], submission, labels)
+    pred = truth[["row_id"]].merge(sub, on="row_id", how="left")["label"].to_numpy()  # in the labels' order
+    y = truth["label"].to_numpy()
+    classes = np.arange(N_CLASSES)
+    p, r, f, s = precision_recall_fscore_support(y, pred, labels=classes, zero_division=0)
+    return {
+        "macro_f1": macro_f1(y, pred),
+        "accuracy": accuracy(y, pred),
+        "per_class": pd.DataFrame({"precision": p, "recall": r, "f1": f, "support": s}, index=classes),
+        "confusion": confusion_matrix(y, pred, labels=classes),
+    }
+
+
+def score_command(args) -> int:
+    """``python run.py score SUBMISSION LABELS_CSV``: print the submission's scores on a labelled holdout."""
+    res = score_submission(Path(args.submission), Path(args.labels))
+    console.print(f"{args.submission} against {args.labels} ({int(res['per_class']['support'].sum())} rows):")
+    console.print(f"macro-F1 [bold]{res['macro_f1']:.4f}[/]  accuracy {res['accuracy']:.4f}")
+    per_class = Table(title="per class")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        per_class.add_column(col, justify="right")
+    for k, row in res["per_class"].iterrows():
+        per_class.add_row(str(k), *(f"{row[c]:.4f}" for c in ("precision", "recall", "f1")), str(int(row["support"])))
+    console.print(per_class)
+    cm = Table(title="confusion matrix (rows: true label, columns: predicted)")
+    cm.add_column("true", justify="right")
+    for k in range(N_CLASSES):
+        cm.add_column(str(k), justify="right")
+    for k, row in enumerate(res["confusion"]):
+        cm.add_row(str(k), *(f"[bold]{v}[/]" if i == k else (str(v) if v else ".") for i, v in enumerate(row)))
+    console.print(cm)
+    return 0

@@ -1,0 +1,161 @@
+"""End-to-end cross-validation on tiny data: artifacts, resume after an interruption, determinism, guards."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from competition import cv
+from competition.config import load_config
+from competition.data import load_competition
+from competition.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"epochs": 1, "folds": 2, "batch_size": 32, "workers": 1}
+
+
+def tiny_cfg(**kw):
+    return load_config(None, TINY | kw)
+
+
+def oof_of(run_dir: Path, n: int) -> dict[str, np.ndarray]:
+    return {m: r["oof"] for m, r in cv.load_run(run_dir, n).items()}
+
+
+def test_cli_cv_end_to_end(tiny_data, tmp_path):
+    wd = tmp_path / "wd"
+    args = ["--data", str(tiny_data), "--workdir", str(wd), "--folds", "2", "--epochs", "1", "--run", "e2e"]
+    proc = subprocess.run([sys.executable, "run.py", "cv", *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "OOF F1" in proc.stdout and "audio: 240 rows" in proc.stdout
+    run = wd / "e2e"
+    for model in ("fusion", "image", "audio"):
+        for k in range(2):
+            with np.load(run / model / f"fold{k}.npz") as z:
+                assert z["oof_logits"].shape == (len(z["val_idx"]), 10)
+                assert z["test_logits"].shape == (60, 10)
+            hist = pd.read_csv(run / model / f"fold{k}_history.csv")
+            assert list(hist.columns) == [
+                "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1"
+            ]  # fmt: skip
+            assert (run / model / f"fold{k}.pt").exists()
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["config"]["epochs"] == 1 and saved["config"]["folds"] == 2
+    env = json.loads((run / "environment.json").read_text())
+    assert env["device"] == "cpu" and "torch" in env["versions"] and env["git_commit"]
+    scores = pd.read_csv(run / "scores.csv")
+    assert len(scores) == 6 and scores["macro_f1"].between(0, 1).all()
+    assert (wd / "folds.csv").exists()
+    assert not list(run.rglob("*.tmp"))
+    # every training row has exactly one out-of-fold prediction
+    runs = cv.load_run(run, 240)
+    assert all(not np.isnan(r["oof"]).any() and r["test"].shape == (2, 60, 10) for r in runs.values())
+
+
+def test_unknown_override_is_exit_2(tiny_data, tmp_path):
+    args = ["--data", str(tiny_data), "--workdir", str(tmp_path), "--set", "learning_rate=1"]
+    proc = subprocess.run([sys.executable, "run.py", "cv", *args], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "unknown config key 'learning_rate'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_scaler_is_fitted_on_each_folds_training_rows(tiny_data, tmp_path):
+    cv.run_cv(tiny_cfg(models=["audio"]), tiny_data, tmp_path, "r", quiet=True)
+    comp = load_competition(tiny_data)
+    fold_of = pd.read_csv(tmp_path / "folds.csv")["fold"].to_numpy()
+    for k in range(2):
+        saved = torch.load(tmp_path / "r" / "audio" / f"fold{k}.pt", weights_only=False)
+        np.testing.assert_allclose(saved["audio_mean"], comp.audio[fold_of != k].mean(axis=0), rtol=1e-4, atol=1e-5)
+        assert not np.allclose(saved["audio_mean"], comp.audio.mean(axis=0), rtol=1e-6, atol=1e-7)
+
+
+def test_same_seed_same_config_same_oof(tiny_data, tmp_path):
+    a = cv.run_cv(tiny_cfg(), tiny_data, tmp_path / "a", "r", quiet=True)
+    b = cv.run_cv(tiny_cfg(), tiny_data, tmp_path / "b", "r", quiet=True)
+    oa, ob = oof_of(a.run_dir, 240), oof_of(b.run_dir, 240)
+    for m in oa:
+        np.testing.assert_array_equal(oa[m], ob[m])
+    c = cv.run_cv(tiny_cfg(seed=1), tiny_data, tmp_path / "a", "other-seed", quiet=True)
+    assert not np.array_equal(oof_of(c.run_dir, 240)["fusion"], oa["fusion"])
+
+
+def test_parallel_workers_give_the_same_oof(tiny_data, tmp_path):
+    a = cv.run_cv(tiny_cfg(models=["image", "audio"]), tiny_data, tmp_path, "seq", quiet=True)
+    b = cv.run_cv(tiny_cfg(models=["image", "audio"], workers=2), tiny_data, tmp_path, "par", quiet=True)
+    oa, ob = oof_of(a.run_dir, 240), oof_of(b.run_dir, 240)
+    for m in oa:
+        np.testing.assert_array_equal(oa[m], ob[m])
+
+
+def test_interrupted_run_keeps_finished_units_and_resumes(tiny_data, tmp_path, monkeypatch):
+    real = cv.train_unit
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(args[3:5])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third unit
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cv, "train_unit", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        cv.run_cv(tiny_cfg(), tiny_data, tmp_path, "r", quiet=True)
+    done = sorted(p.relative_to(tmp_path / "r").as_posix() for p in (tmp_path / "r").rglob("fold*.npz"))
+    assert done == ["fusion/fold0.npz", "fusion/fold1.npz"]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    calls.clear()
+    monkeypatch.setattr(cv, "train_unit", lambda *a, **k: calls.append(a[3:5]) or real(*a, **k))
+    resumed = cv.run_cv(tiny_cfg(), tiny_data, tmp_path, "r", quiet=True)
+    assert calls == [("image", 0), ("image", 1), ("audio", 0), ("audio", 1)]  # only the unfinished units
+    assert len(resumed.oof) == 3
+    monkeypatch.setattr(cv, "train_unit", real)
+    clean = cv.run_cv(tiny_cfg(), tiny_data, tmp_path / "clean", "r", quiet=True)
+    for m, logits in oof_of(clean.run_dir, 240).items():
+        np.testing.assert_array_equal(logits, oof_of(resumed.run_dir, 240)[m])
+
+
+def test_rerun_with_other_settings_is_refused(tiny_data, tmp_path):
+    cv.run_cv(tiny_cfg(models=["image"]), tiny_data, tmp_path, "r", quiet=True)
+    with pytest.raises(UserError, match=r"epochs: 1 -> 2"):
+        cv.run_cv(tiny_cfg(models=["image"], epochs=2), tiny_data, tmp_path, "r", quiet=True)
+    # adding a model to a run is fine: the finished one is kept
+    result = cv.run_cv(tiny_cfg(models=["image", "audio"]), tiny_data, tmp_path, "r", quiet=True)
+    assert set(result.oof.index) == {"image", "audio"}
+
+
+def test_ctrl_c_on_the_cli_keeps_finished_units(tiny_data, tmp_path):
+    wd = tmp_path / "wd"
+    args = ["--data", str(tiny_data), "--workdir", str(wd), "--folds", "2", "--epochs", "3", "--run", "r"]
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", "cv", *args, "--workers", "1"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.time() + 120
+    while not list((wd / "r").rglob("fold*.npz")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the interrupt arrived")
+    assert proc.returncode == 130, err
+    assert "rerun the same command to resume" in err and "Traceback" not in err
+    kept = list((wd / "r").rglob("fold*.npz"))
+    assert kept and not list(wd.rglob("*.tmp"))
+    for path in kept:
+        with np.load(path) as z:
+            assert z["test_logits"].shape == (60, 10)
