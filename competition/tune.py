@@ -307,7 +307,7 @@ class Tuning:
     timeout: float | None = None
     prune: bool = True
     workers: int = 1
-    threads: int | None = None  # torch threads per worker; None: the CPU cores divided among the workers
+    threads: int = 1  # torch threads per worker: 1, as in cv, so a trial's scores are those cv gets
 
     @property
     def study_dir(self) -> Path:
@@ -419,7 +419,7 @@ def optimize(t: Tuning, n_trials: int, seed: int, worker: int, comp: Competition
     ctx = {
         "split_fp": _split_fingerprint(fold_of),
         "device": device,
-        "threads": t.threads or (max(1, (os.cpu_count() or 1) // t.workers) if device == "cpu" else 1),
+        "threads": t.threads,
         "tag": f" (worker {worker})" if t.workers > 1 else "",
     }
     sampler = optuna.samplers.TPESampler(seed=seed, **t.space.sampler)
@@ -616,7 +616,7 @@ def tune_command(args) -> int:
         timeout=args.timeout,
         prune=not args.no_prune,
         workers=args.tune_workers,
-        threads=args.threads,
+        threads=args.threads or 1,
     )
     try:
         study = run_tune(t)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from conftest import make_competition
 from optuna.trial import TrialState
@@ -131,7 +132,8 @@ def test_sequential_study_is_reproducible_and_its_best_config_trains(tiny_data, 
         str(tmp_path / "a" / "best.toml"),
     ]
     assert main([*cv, "--workers", "1"]) == 0
-    assert (tmp_path / "a" / "best" / "fusion" / "fold1.npz").exists()
+    folds = pd.read_csv(tmp_path / "a" / "best" / "scores.csv")["macro_f1"].tolist()
+    assert folds == pytest.approx(study.best_trial.user_attrs["fold_macro_f1"])  # the trial's own fold scores
 
     # A rerun of a finished study trains nothing and keeps the trials.
     assert main(tune_argv(tiny_data, tmp_path / "a", "--trials", "3")) == 0
