@@ -62,7 +62,7 @@ class SearchSpace:
 
     params: dict[str, dict[str, Any]]
     sampler: dict[str, int] = field(default_factory=lambda: {"n_startup_trials": 10})
-    pruner: dict[str, int] = field(default_factory=lambda: {"n_startup_trials": 5, "n_warmup_steps": 1})
+    pruner: dict[str, int] = field(default_factory=lambda: {"n_startup_trials": 5, "n_warmup_steps": 0})
 
 
 def search_space(trial: optuna.Trial, params: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -386,7 +386,7 @@ def _objective(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.nd
             f"{tag} fold {k + 1}/{t.trial_folds}  macro-F1 {result['macro_f1']:.4f}  "
             f"mean {mean:.4f}  {result['seconds']:.0f}s"
         )
-        if trial.should_prune():
+        if k < t.trial_folds - 1 and trial.should_prune():  # after the last fold there is nothing left to save
             console.print(f"{tag} [yellow]pruned[/] after {k + 1} folds (mean below the median of finished trials)")
             raise optuna.TrialPruned(f"mean macro-F1 {mean:.4f} after {k + 1} folds")
     oof = load_run(run_dir, comp.n_train, [t.model])[t.model]["oof"]

@@ -163,6 +163,32 @@ def test_interrupted_study_resumes(tiny_data, tmp_path, monkeypatch, capsys):
     assert study.trials[0].value == first.trials[0].value and study.trials[0].params == first.trials[0].params
 
 
+@pytest.mark.parametrize("prune", [True, False])
+def test_median_pruner_stops_a_trial_behind_after_a_fold(tiny_data, tmp_path, monkeypatch, prune):
+    """Scripted fold scores: trial 1 trails the finished trial after fold 0 and is pruned there; trial 2 leads after
+    fold 0 and is never pruned on its last fold (nothing left to save)."""
+    space = tmp_path / "space.toml"
+    space.write_text(
+        "[params]\nlr = { low = 1e-3, high = 1e-2, log = true }\n[pruner]\nn_startup_trials = 1\nn_warmup_steps = 0\n"
+    )
+    script = {0: [0.9, 0.9], 1: [0.1, 0.9], 2: [0.95, 0.2]}
+    real = tune.train_unit
+
+    def scripted(comp, fold_of, cfg, model, fold, run_dir, *args):
+        result = real(comp, fold_of, cfg, model, fold, run_dir, *args)
+        return result | {"macro_f1": script[int(run_dir.name.split("-")[1])][fold]}
+
+    monkeypatch.setattr(tune, "train_unit", scripted)
+    argv = tune_argv(tiny_data, tmp_path, "--space", str(space), "--trials", "3", *([] if prune else ["--no-prune"]))
+    assert main(argv) == 0
+    study = load_study(tmp_path)
+    assert states(study) == (["COMPLETE", "PRUNED", "COMPLETE"] if prune else ["COMPLETE"] * 3)
+    assert study.trials[1].intermediate_values == ({0: 0.1} if prune else {0: 0.1, 1: 0.5})
+    trial_1 = tmp_path / "tune" / STUDY / "trial-1" / "fusion"
+    assert (trial_1 / "fold0.npz").exists() and (trial_1 / "fold1.npz").exists() != prune
+    assert study.trials[2].value == pytest.approx(0.575)
+
+
 def test_dead_workers_running_trial_is_failed_on_restart(tiny_data, tmp_path, capsys):
     assert main(tune_argv(tiny_data, tmp_path, "--trials", "1")) == 0
     study = load_study(tmp_path)
