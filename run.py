@@ -42,7 +42,7 @@ def add_tune_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default: 20)")
     p.add_argument("--timeout", type=float, default=None, help="start no new trial after this many seconds")
-    p.add_argument("--workers", dest="tune_workers", type=int, default=1, help="parallel trial processes (default: 1)")
+    p.add_argument("--workers", dest="tune_workers", metavar="N", type=int, default=1, help="parallel trial processes")
     p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: 1, as in cv)")
     p.add_argument("--trial-folds", type=int, default=None, help="evaluate only the first N folds per trial")
     p.add_argument("--no-prune", action="store_true", help="train every fold of every trial")

@@ -11,6 +11,7 @@ as a config file that ``run.py cv --config`` trains as-is.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -319,7 +320,7 @@ class Tuning:
 
 
 def identity(t: Tuning, comp: Competition, split_fp: str) -> dict[str, Any]:
-    """What a study was made for; a rerun must match it (stored as the study's user attributes)."""
+    """What a study was made for; a rerun must match it (stored as the study's user attribute ``tune``)."""
     values = {
         "model": t.model,
         "data_fingerprint": comp.fingerprint,
@@ -387,7 +388,8 @@ def _objective(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.nd
             f"mean {mean:.4f}  {result['seconds']:.0f}s"
         )
         if k < t.trial_folds - 1 and trial.should_prune():  # after the last fold there is nothing left to save
-            console.print(f"{tag} [yellow]pruned[/] after {k + 1} folds (mean below the median of finished trials)")
+            folds = f"{k + 1} fold{'s' if k else ''}"
+            console.print(f"{tag} [yellow]pruned[/] after {folds} (mean below the median of finished trials)")
             raise optuna.TrialPruned(f"mean macro-F1 {mean:.4f} after {k + 1} folds")
     oof = load_run(run_dir, comp.n_train, [t.model])[t.model]["oof"]
     rows = np.isfinite(oof).all(axis=1)
@@ -501,7 +503,7 @@ def run_tune(t: Tuning) -> optuna.Study:
         + ("" if t.prune else ", pruning off")
     )
     if remaining:
-        t.workers = workers
+        t = dataclasses.replace(t, workers=workers)
         shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
         seeds = [_sampler_seed(t, len(trials), i) for i in range(workers)]
         if workers == 1:
