@@ -38,7 +38,7 @@ from rich.table import Table
 from .artifacts import environment, write_json, write_text
 from .config import CONFIG_DIR, FIELDS, FLAG_KEYS, Config, config_from_args, load_config, parse_overrides, to_toml
 from .console import console
-from .cv import DEFAULT_WORKDIR, _split_fingerprint, load_run, train_unit
+from .cv import DEFAULT_WORKDIR, load_run, split_fingerprint, train_unit
 from .data import Competition, load_competition
 from .errors import EXIT_INTERRUPTED, UserError
 from .folds import load_or_make_folds
@@ -419,7 +419,7 @@ def optimize(t: Tuning, n_trials: int, seed: int, worker: int, comp: Competition
     fold_of = load_or_make_folds(comp, t.workdir, t.cfg.folds, t.cfg.seed, t.cfg.group_duplicates)["fold"].to_numpy()
     device = resolve_device(t.cfg.device)
     ctx = {
-        "split_fp": _split_fingerprint(fold_of),
+        "split_fp": split_fingerprint(fold_of),
         "device": device,
         "threads": t.threads,
         "tag": f" (worker {worker})" if t.workers > 1 else "",
@@ -488,7 +488,7 @@ def run_tune(t: Tuning) -> optuna.Study:
     where = f"--storage {_redact(t.storage)}" if t.storage else str(t.journal)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(study_name=t.study, storage=storage, direction="maximize", load_if_exists=True)
-    claim_study(study, identity(t, comp, _split_fingerprint(split["fold"].to_numpy())), where)
+    claim_study(study, identity(t, comp, split_fingerprint(split["fold"].to_numpy())), where)
     failed = fail_orphaned_trials(study)
     trials = study.get_trials(deepcopy=False)
     n_finished = sum(tr.state in FINISHED for tr in trials)
