@@ -217,7 +217,10 @@ def run_cv(
     )
     write_json(run_dir / "environment.json", environment(device, cfg.seed))
 
-    todo = [(m, k) for m in cfg.models for k in range(cfg.folds) if not unit_done(run_dir, m, k)]
+    # Costliest models first (parameter count as the proxy), so the parallel workers end together
+    # instead of one finishing a long unit alone.
+    by_cost = sorted(cfg.models, key=_parameter_count, reverse=True)
+    todo = [(m, k) for m in by_cost for k in range(cfg.folds) if not unit_done(run_dir, m, k)]
     n_done = len(cfg.models) * cfg.folds - len(todo)
     if not quiet:
         grouped = "grouped by duplicates" if cfg.group_duplicates else "not grouped"
@@ -228,6 +231,12 @@ def run_cv(
     if todo:
         _execute(todo, comp, fold_of, cfg, run_dir, device, quiet)
     return summarise(run_dir, comp, cfg, quiet)
+
+
+def _parameter_count(model: str) -> int:
+    from .models import create_model
+
+    return sum(p.numel() for p in create_model(model).parameters())
 
 
 def _plan_workers(cfg: Config, device: str, n_units: int) -> tuple[int, int]:

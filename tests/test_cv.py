@@ -117,7 +117,7 @@ def test_interrupted_run_keeps_finished_units_and_resumes(tiny_data, tmp_path, m
     calls.clear()
     monkeypatch.setattr(cv, "train_unit", lambda *a, **k: calls.append(a[3:5]) or real(*a, **k))
     resumed = cv.run_cv(tiny_cfg(), tiny_data, tmp_path, "r", quiet=True)
-    assert calls == [("image", 0), ("image", 1), ("audio", 0), ("audio", 1)]  # only the unfinished units
+    assert calls == [("audio", 0), ("audio", 1), ("image", 0), ("image", 1)]  # only the unfinished units
     assert len(resumed.oof) == 3
     monkeypatch.setattr(cv, "train_unit", real)
     clean = cv.run_cv(tiny_cfg(), tiny_data, tmp_path / "clean", "r", quiet=True)
