@@ -23,12 +23,40 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="parallel training processes (0 = auto)")
 
 
+def add_tune_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="competition folder (default: the shipped data/wsd)")
+    p.add_argument(
+        "--workdir", default=None, help="artifact folder holding folds.csv and the studies (default: folds/)"
+    )
+    p.add_argument("--config", default=None, help="base TOML recipe (default: configs/default.toml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
+    p.add_argument("--folds", type=int, help="K of the saved K-fold split")
+    p.add_argument("--seed", type=int, help="random seed (split, models, sampler)")
+    p.add_argument("--epochs", type=int, help="training epochs per fold (fewer: a quicker, rougher search)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train")
+    p.add_argument("--model", default="fusion", help="the model to tune (default: fusion)")
+    p.add_argument("--space", default=None, help="search space TOML (default: configs/search.toml)")
+    p.add_argument("--study", default=None, help="study name (default: <model>-<config name>)")
+    p.add_argument(
+        "--storage", default=None, help="sqlite:///FILE or postgresql://USER@HOST/DB (default: a journal file)"
+    )
+    p.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default: 20)")
+    p.add_argument("--timeout", type=float, default=None, help="start no new trial after this many seconds")
+    p.add_argument("--workers", dest="tune_workers", metavar="N", type=int, default=1, help="parallel trial processes")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: 1, as in cv)")
+    p.add_argument("--trial-folds", type=int, default=None, help="evaluate only the first N folds per trial")
+    p.add_argument("--no-prune", action="store_true", help="train every fold of every trial")
+    p.add_argument("--out", default=None, help="best config file (default: configs/tuned-<study>.toml)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     cv = sub.add_parser("cv", help="stratified K-fold CV of the fusion model and the unimodal baselines")
     add_config_flags(cv)
     cv.add_argument("--run", default=None, help="run name under the workdir (default: the config's name)")
+    tune = sub.add_parser("tune", help="Optuna search over a model's hyperparameters on the saved folds")
+    add_tune_flags(tune)
     submit = sub.add_parser("submit", help="blend cv runs' fold predictions into a validated submission CSV")
     submit.add_argument("--run", action="append", default=[], help="cv run to blend (repeatable; default: the latest)")
     submit.add_argument("--workdir", default=None, help="artifact folder holding the runs (default: folds/)")
@@ -67,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             from competition.cv import cv_command
 
             return cv_command(args)
+        if args.command == "tune":
+            from competition.tune import tune_command
+
+            return tune_command(args)
         if args.command == "submit":
             from competition.submission import submit_command
 

@@ -38,6 +38,11 @@ def epoch_seconds(cfg, model, image, audio, y) -> float:
     return time.perf_counter() - t
 
 
+def _one_thread_epoch(cfg, model, image, audio, y) -> float:
+    torch.set_num_threads(1)
+    return epoch_seconds(cfg, model, image, audio, y)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(DEFAULT_DATA))
@@ -69,7 +74,28 @@ def main() -> None:
             f"{m:<8} {med[('seed', m)]:8.2f} {med[('default', m)]:8.2f} {med[('seed', m)] / med[('default', m)]:6.1f}x"
         )
 
-    workers = os.cpu_count() or 1
+    # Parallel processes vs threads: two single-threaded epochs side by side in two processes, against the
+    # same two epochs one after the other in one process using every core.
+    from joblib import Parallel, delayed
+
+    cores = os.cpu_count() or 1
+    cfg, m = recipes["default"], "fusion"
+    threaded, parallel = [], []
+    for _ in range(args.repeats):
+        torch.set_num_threads(cores)
+        t = time.perf_counter()
+        for _ in range(cores):
+            epoch_seconds(cfg, m, image, audio, y)
+        threaded.append(time.perf_counter() - t)
+        torch.set_num_threads(1)
+        t = time.perf_counter()
+        Parallel(n_jobs=cores)(delayed(_one_thread_epoch)(cfg, m, image, audio, y) for _ in range(cores))
+        parallel.append(time.perf_counter() - t)
+    pt, pp = statistics.median(threaded), statistics.median(parallel)
+    print(f"\n{cores} fusion epochs: one process x {cores} threads {pt:.1f}s, {cores} processes x 1 thread {pp:.1f}s")
+    print(f"  processes are {pt / pp:.2f}x faster (median of {args.repeats}, process start-up included)")
+
+    workers = cores
     est = {r: sum(med[(r, m)] for m in models) * cfg.epochs * cfg.folds / workers for r, cfg in recipes.items()}
     print(f"\nWhole {recipes['seed'].folds}-fold CV of {len(models)} models, {workers} workers (training epochs only):")
     for r, cfg in recipes.items():

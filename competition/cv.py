@@ -94,7 +94,7 @@ def train_unit(
     return result
 
 
-def _split_fingerprint(fold_of: np.ndarray) -> str:
+def split_fingerprint(fold_of: np.ndarray) -> str:
     return hashlib.sha256(fold_of.astype(np.int64).tobytes()).hexdigest()[:16]
 
 
@@ -116,6 +116,49 @@ def _check_run(run_dir: Path, cfg: Config, comp: Competition, split_fp: str) -> 
             f"{path}: run {run_dir.name!r} was made with other settings ({'; '.join(diffs)}); "
             f"fix: pass --run NEW_NAME, or delete {run_dir} to start it over"
         )
+
+
+# --- finding runs: shared by submit, report and tune ---------------------------------------------------
+
+
+def read_run_config(run_dir: Path) -> dict:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a cv run (no config.json); fix: pass --run with a run made by `run.py cv`")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        meta = {"error": str(e)}
+    if not isinstance(meta.get("config"), dict) or not {"folds", "models"} <= meta["config"].keys():
+        raise UserError(f"{path}: unreadable run config; fix: rerun `run.py cv --run {run_dir.name}`")
+    return meta
+
+
+def missing_folds(run_dir: Path, meta: dict) -> dict[str, list[int]]:
+    k = meta["config"]["folds"]
+    out = {m: [f for f in range(k) if not unit_path(run_dir, m, f).is_file()] for m in meta["config"]["models"]}
+    return {m: f for m, f in out.items() if f}
+
+
+def latest_run(workdir: Path) -> str:
+    """The run under ``workdir`` whose every model has every fold, with the newest fold file."""
+    if not workdir.is_dir():
+        raise UserError(f"{workdir}: workdir not found; fix: run `run.py cv` first or pass --workdir DIR")
+    finished, unfinished = [], []
+    for run_dir in sorted(p for p in workdir.iterdir() if (p / "config.json").is_file()):
+        try:
+            meta = read_run_config(run_dir)
+        except UserError:
+            continue
+        if missing_folds(run_dir, meta):
+            unfinished.append(run_dir.name)
+            continue
+        newest = max((p.stat().st_mtime for p in run_dir.glob("*/fold*.npz")), default=0.0)
+        finished.append((newest, run_dir.name))
+    if not finished:
+        what = f"only unfinished runs ({', '.join(unfinished)})" if unfinished else "no cv runs"
+        raise UserError(f"{workdir}: {what}; fix: finish one with `run.py cv`, or pass --run NAME / --workdir DIR")
+    return max(finished)[1]
 
 
 @dataclass
@@ -156,7 +199,7 @@ def run_cv(
         console.print(duplicates_line(duplicate_summary(comp)))
     split = load_or_make_folds(comp, workdir, cfg.folds, cfg.seed, cfg.group_duplicates)
     fold_of = split["fold"].to_numpy()
-    split_fp = _split_fingerprint(fold_of)
+    split_fp = split_fingerprint(fold_of)
     run_dir = workdir / run_name
     _check_run(run_dir, cfg, comp, split_fp)
     saved_models = []
@@ -174,7 +217,10 @@ def run_cv(
     )
     write_json(run_dir / "environment.json", environment(device, cfg.seed))
 
-    todo = [(m, k) for m in cfg.models for k in range(cfg.folds) if not unit_done(run_dir, m, k)]
+    # Costliest models first (parameter count as the proxy), so the parallel workers end together
+    # instead of one finishing a long unit alone.
+    by_cost = sorted(cfg.models, key=_parameter_count, reverse=True)
+    todo = [(m, k) for m in by_cost for k in range(cfg.folds) if not unit_done(run_dir, m, k)]
     n_done = len(cfg.models) * cfg.folds - len(todo)
     if not quiet:
         grouped = "grouped by duplicates" if cfg.group_duplicates else "not grouped"
@@ -185,6 +231,12 @@ def run_cv(
     if todo:
         _execute(todo, comp, fold_of, cfg, run_dir, device, quiet)
     return summarise(run_dir, comp, cfg, quiet)
+
+
+def _parameter_count(model: str) -> int:
+    from .models import create_model
+
+    return sum(p.numel() for p in create_model(model).parameters())
 
 
 def _plan_workers(cfg: Config, device: str, n_units: int) -> tuple[int, int]:

@@ -36,7 +36,7 @@ from sklearn.metrics import (
 
 from .artifacts import environment, write_bytes, write_json, write_text
 from .console import console
-from .cv import load_run
+from .cv import latest_run, load_run
 from .data import Competition, load_competition
 from .errors import UserError
 from .metrics import accuracy, macro_f1
@@ -54,16 +54,13 @@ CLASSES = np.arange(N_CLASSES)
 
 
 def find_run(workdir: Path, run: str | None) -> Path:
-    """``workdir/run``, or the run whose config.json was written last (the latest ``cv`` call) when ``run`` is None."""
+    """``workdir/run``, or the latest finished run (``cv.latest_run``) when ``run`` is None."""
     if run is not None:
         run_dir = workdir / run
         if not (run_dir / "config.json").is_file():
             raise UserError(f"--run {run}: no run at {run_dir}; fix: name a folder made by `python run.py cv`")
         return run_dir
-    runs = [p for p in workdir.glob("*/config.json")] if workdir.is_dir() else []
-    if not runs:
-        raise UserError(f"--workdir {workdir}: no runs found; fix: run `python run.py cv` first or pass --workdir")
-    return max(runs, key=lambda p: p.stat().st_mtime).parent
+    return workdir / latest_run(workdir)
 
 
 def _model_order(names) -> list[str]:

@@ -5,7 +5,6 @@ score a submission against a labelled holdout. The ``submit`` and ``score`` comm
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from .artifacts import environment, write_json, write_npz, write_text
 from .blend import BLENDS, SPACES, BlendResult, blend_models
 from .console import console
-from .cv import DEFAULT_WORKDIR, _split_fingerprint, unit_path
+from .cv import DEFAULT_WORKDIR, latest_run, missing_folds, read_run_config, split_fingerprint, unit_path
 from .data import Competition, load_competition
 from .errors import UserError
 from .metrics import accuracy, macro_f1
@@ -42,51 +41,11 @@ class Run:
 # --- finding and loading runs ---------------------------------------------------------------------------
 
 
-def _read_meta(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: not a cv run (no config.json); fix: pass --run with a run made by `run.py cv`")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        meta = {"error": str(e)}
-    if not isinstance(meta.get("config"), dict) or not {"folds", "models"} <= meta["config"].keys():
-        raise UserError(f"{path}: unreadable run config; fix: rerun `run.py cv --run {run_dir.name}`")
-    return meta
-
-
-def _missing_folds(run_dir: Path, meta: dict) -> dict[str, list[int]]:
-    k = meta["config"]["folds"]
-    out = {m: [f for f in range(k) if not unit_path(run_dir, m, f).is_file()] for m in meta["config"]["models"]}
-    return {m: f for m, f in out.items() if f}
-
-
-def latest_run(workdir: Path) -> str:
-    """The run under ``workdir`` whose every model has every fold, with the newest fold file."""
-    if not workdir.is_dir():
-        raise UserError(f"{workdir}: workdir not found; fix: run `run.py cv` first or pass --workdir DIR")
-    finished, unfinished = [], []
-    for run_dir in sorted(p for p in workdir.iterdir() if (p / "config.json").is_file()):
-        try:
-            meta = _read_meta(run_dir)
-        except UserError:
-            continue
-        if _missing_folds(run_dir, meta):
-            unfinished.append(run_dir.name)
-            continue
-        newest = max((p.stat().st_mtime for p in run_dir.glob("*/fold*.npz")), default=0.0)
-        finished.append((newest, run_dir.name))
-    if not finished:
-        what = f"only unfinished runs ({', '.join(unfinished)})" if unfinished else "no cv runs"
-        raise UserError(f"{workdir}: {what}; fix: finish one with `run.py cv`, or pass --run NAME / --workdir DIR")
-    return max(finished)[1]
-
-
 def load_run_checked(run_dir: Path, comp: Competition, models: list[str] | None = None) -> Run:
     """Load a run's models, checking every fold exists and every array has the shape the data calls for."""
-    meta = _read_meta(run_dir)
+    meta = read_run_config(run_dir)
     names = [m for m in meta["config"]["models"] if models is None or m in models]
-    missing = {m: f for m, f in _missing_folds(run_dir, meta).items() if m in names}
+    missing = {m: f for m, f in missing_folds(run_dir, meta).items() if m in names}
     if missing:
         m, f = next(iter(missing.items()))
         raise UserError(
@@ -123,7 +82,7 @@ def load_run_checked(run_dir: Path, comp: Competition, models: list[str] | None 
             m_fold[val_idx] = f
             m_oof[val_idx] = o
             tests.append(t)
-        if (m_fold == -1).any() or _split_fingerprint(m_fold) != meta.get("split_fingerprint"):
+        if (m_fold == -1).any() or split_fingerprint(m_fold) != meta.get("split_fingerprint"):
             raise UserError(
                 f"{run_dir / m}: its folds' validation rows are not the run's saved split; "
                 f"fix: rerun `run.py cv --run {run_dir.name}` in a clean workdir"
@@ -141,7 +100,7 @@ def load_runs(workdir: Path, names: list[str], comp: Competition, models: list[s
     for d in dirs:
         if not d.is_dir():
             raise UserError(f"{d}: run not found; fix: pass --run with a folder under --workdir {workdir}")
-    metas = [_read_meta(d) for d in dirs]
+    metas = [read_run_config(d) for d in dirs]
     for key, what in [("data_fingerprint", "data folders"), ("split_fingerprint", "fold assignments")]:
         values = {n: m.get(key) for n, m in zip(names, metas, strict=True)}
         if len(set(values.values())) > 1:

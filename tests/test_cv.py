@@ -117,7 +117,7 @@ def test_interrupted_run_keeps_finished_units_and_resumes(tiny_data, tmp_path, m
     calls.clear()
     monkeypatch.setattr(cv, "train_unit", lambda *a, **k: calls.append(a[3:5]) or real(*a, **k))
     resumed = cv.run_cv(tiny_cfg(), tiny_data, tmp_path, "r", quiet=True)
-    assert calls == [("image", 0), ("image", 1), ("audio", 0), ("audio", 1)]  # only the unfinished units
+    assert calls == [("audio", 0), ("audio", 1), ("image", 0), ("image", 1)]  # only the unfinished units
     assert len(resumed.oof) == 3
     monkeypatch.setattr(cv, "train_unit", real)
     clean = cv.run_cv(tiny_cfg(), tiny_data, tmp_path / "clean", "r", quiet=True)
@@ -136,7 +136,7 @@ def test_rerun_with_other_settings_is_refused(tiny_data, tmp_path):
 
 def test_ctrl_c_on_the_cli_keeps_finished_units(tiny_data, tmp_path):
     wd = tmp_path / "wd"
-    args = ["--data", str(tiny_data), "--workdir", str(wd), "--folds", "2", "--epochs", "3", "--run", "r"]
+    args = ["--data", str(tiny_data), "--workdir", str(wd), "--folds", "2", "--epochs", "10", "--run", "r"]
     proc = subprocess.Popen(
         [sys.executable, "run.py", "cv", *args, "--workers", "1"],
         cwd=ROOT,

@@ -72,3 +72,18 @@ def test_registry():
     assert set(model_hparams("fusion")) == {
         "image_kernel", "audio_kernel", "image_dropout", "audio_dropout", "modality_dropout"
     }  # fmt: skip
+
+
+def test_modality_dropout_blanks_one_modality_per_row_only_in_training():
+    torch.manual_seed(0)
+    m = create_model("fusion", modality_dropout=0.6, image_dropout=0.0, audio_dropout=0.0)
+    img, aud = torch.rand(400, 784), torch.randn(400, 507)
+    feats = m.train().forward_features(img, aud)  # (400, 128)
+    img_off = (feats[:, :64] == 0).all(dim=1)
+    aud_off = (feats[:, 64:] == 0).all(dim=1)
+    assert not (img_off & aud_off).any()  # never both
+    assert 0.2 < img_off.float().mean() < 0.4 and 0.2 < aud_off.float().mean() < 0.4
+    m.eval()
+    torch.testing.assert_close(m.forward_features(img, aud), torch.cat(list(m.encode(img, aud).values())[:2], 1))
+    with pytest.raises(ValueError, match="modality_dropout"):
+        create_model("fusion", modality_dropout=1.0)

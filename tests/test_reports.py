@@ -111,11 +111,16 @@ def test_clustering_and_tsne_are_seeded():
     np.testing.assert_array_equal(tsne_2d(emb, seed=1), tsne_2d(emb, seed=1))
 
 
-def test_default_run_is_the_latest(runs):
-    for name, t in (("full", 1_000_000), ("nofusion", 2_000_000)):
-        os.utime(runs / name / "config.json", (t, t))
+def _touch_folds(run_dir, t):
+    for path in run_dir.glob("*/fold*.npz"):
+        os.utime(path, (t, t))
+
+
+def test_default_run_is_the_latest_finished(runs):
+    _touch_folds(runs / "full", 1_000_000)
+    _touch_folds(runs / "nofusion", 2_000_000)
     assert find_run(runs, None) == runs / "nofusion"
-    os.utime(runs / "full" / "config.json", (3_000_000, 3_000_000))
+    _touch_folds(runs / "full", 3_000_000)
     assert find_run(runs, None) == runs / "full"
 
 
@@ -123,7 +128,10 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
     assert main(["report", "--workdir", str(runs), "--run", "nope"]) == 2
     assert "--run nope" in capsys.readouterr().err
     assert main(["report", "--workdir", str(tmp_path / "empty")]) == 2
-    assert "no runs found" in capsys.readouterr().err
+    assert "workdir not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["report", "--workdir", str(tmp_path / "empty")]) == 2
+    assert "no cv runs" in capsys.readouterr().err
     other = make_competition(tmp_path / "other", n_train=100, n_test=20)
     assert main(["report", "--workdir", str(runs), "--run", "full", "--data", str(other)]) == 2
     err = capsys.readouterr().err

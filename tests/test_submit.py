@@ -13,7 +13,7 @@ from scipy.special import log_softmax, softmax
 
 from competition.artifacts import write_json, write_npz
 from competition.blend import blend_models, caruana_weights, combine, fold_average, nested_caruana, to_space
-from competition.cv import _split_fingerprint
+from competition.cv import split_fingerprint
 from competition.data import load_competition
 from run import main
 
@@ -149,7 +149,7 @@ def fake_run(
         "config": {"folds": folds, "models": list(models), "seed": 0},
         "data": str(data),
         "data_fingerprint": data_fingerprint or comp.fingerprint,
-        "split_fingerprint": _split_fingerprint(fold_of),
+        "split_fingerprint": split_fingerprint(fold_of),
     }
     write_json(run_dir / "config.json", meta)
     rng = np.random.default_rng(len(name))
