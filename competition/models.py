@@ -1,4 +1,5 @@
-"""Models: the reference image / audio encoders, the FusionModel and a name -> model registry.
+"""Models: the reference image / audio encoders, the FusionModel, the gated and attention fusions, optional
+timm image backbones, and a name -> model registry.
 
 Every model splits ``forward_features`` (embeddings) from ``forward_head`` (logits), timm-style, so
 the fusion model reuses the unimodal encoders and reports can read the embeddings of any model.
