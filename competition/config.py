@@ -111,7 +111,10 @@ class Config:
         return {k: v for k, v in self.to_dict().items() if k not in EXECUTION_KEYS}
 
     def fingerprint(self) -> str:
-        blob = json.dumps(self.result_dict(), sort_keys=True).encode()
+        """Hash of the result keys that differ from the defaults: stable when Config gains new keys."""
+        default = Config().result_dict()
+        changed = {k: v for k, v in self.result_dict().items() if v != default[k]}
+        blob = json.dumps(changed, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
 
 
