@@ -153,58 +153,8 @@ class FusionModel(nn.Module):
         self.audio_encoder = AudioEncoder(audio_kernel, audio_dropout)
         self.head = nn.Linear(2 * EMBED_DIM, N_CLASSES)
 
-    def encode(self, image: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Each modality's embedding and the fused one, for the embedding analysis."""
-        img, aud = self.image_encoder(image), self.audio_encoder(audio)  # (B, 64) each
-        return {"image": img, "audio": aud, "fused": torch.cat([img, aud], dim=1)}  # fused (B, 128)
-
-    def forward_features(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        img, aud = self.image_encoder(image), self.audio_encoder(audio)  # (B, 64) each
-        img, aud = drop_modalities(img, aud, self.modality_dropout, self.training)
-        return torch.cat([img, aud], dim=1)  # (B, 128)
-
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)  # (B, 10)
-
-    def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(image, audio))
-
-
-class _WeightedFusion(nn.Module):
-    """The reference encoders and head over concat(w_image * image, w_audio * audio) -> (B, 128) -> Linear(128
-    -> 10), with per-row modality weights (B, 2) from ``modality_weights``: the reference FusionModel is the
-    case w = (1, 1). Subclasses build the weighting layers in ``_init_fusion`` (one constructor signature
-    for all, since ``create_model`` reads it) and say how the weights are computed.
-    """
-
-    modalities = ("image", "audio")
-
-    def __init__(
-        self,
-        image_kernel: int = 5,
-        audio_kernel: int = 5,
-        image_dropout: float = 0.5,
-        audio_dropout: float = 0.5,
-        modality_dropout: float = 0.0,
-    ):
-        super().__init__()
-        _check_modality_dropout(modality_dropout)
-        self.modality_dropout = modality_dropout
-        self.image_encoder = ImageEncoder(image_kernel, image_dropout)
-        self.audio_encoder = AudioEncoder(audio_kernel, audio_dropout)
-        self._init_fusion()
-        self.head = nn.Linear(2 * EMBED_DIM, N_CLASSES)
-
-    def _init_fusion(self) -> None:
-        raise NotImplementedError
-
-    def modality_weights(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
-        """(B, 2) weights of the image and audio embeddings, (B, 64) each."""
-        raise NotImplementedError
-
     def _fuse(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
-        w = self.modality_weights(img, aud)  # (B, 2)
-        return torch.cat([w[:, :1] * img, w[:, 1:] * aud], dim=1)  # (B, 128)
+        return torch.cat([img, aud], dim=1)  # (B, 128)
 
     def encode(self, image: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each modality's embedding and the fused one, for the embedding analysis."""
@@ -220,6 +170,36 @@ class _WeightedFusion(nn.Module):
 
     def forward(self, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(image, audio))
+
+
+class _WeightedFusion(FusionModel):
+    """The reference encoders and head over concat(w_image * image, w_audio * audio) -> (B, 128) -> Linear(128
+    -> 10), with per-row modality weights (B, 2) from ``modality_weights``: the reference FusionModel is the
+    case w = (1, 1). Subclasses build the weighting layers in ``_init_fusion`` (one constructor signature
+    for all, since ``create_model`` reads it) and say how the weights are computed.
+    """
+
+    def __init__(
+        self,
+        image_kernel: int = 5,
+        audio_kernel: int = 5,
+        image_dropout: float = 0.5,
+        audio_dropout: float = 0.5,
+        modality_dropout: float = 0.0,
+    ):
+        super().__init__(image_kernel, audio_kernel, image_dropout, audio_dropout, modality_dropout)
+        self._init_fusion()
+
+    def _init_fusion(self) -> None:
+        raise NotImplementedError
+
+    def modality_weights(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
+        """(B, 2) weights of the image and audio embeddings, (B, 64) each."""
+        raise NotImplementedError
+
+    def _fuse(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
+        w = self.modality_weights(img, aud)  # (B, 2)
+        return torch.cat([w[:, :1] * img, w[:, 1:] * aud], dim=1)  # (B, 128)
 
 
 class GatedFusionModel(_WeightedFusion):
