@@ -17,29 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from competition.artifacts import write_json  # noqa: E402
 from competition.config import CONFIG_DIR, load_config  # noqa: E402
 from competition.cv import run_cv  # noqa: E402
-from competition.data import DEFAULT_DATA, load_competition  # noqa: E402
+from competition.data import DEFAULT_DATA, load_competition, write_subset  # noqa: E402
 from competition.folds import load_or_make_folds  # noqa: E402
 from competition.tune import SPACE_PATH, Tuning, load_space, run_tune, write_best_config  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def subset(src: Path, dest: Path, n_train: int, n_test: int) -> Path:
-    """The first rows of a competition folder (same files, same layout): a smaller problem for a quick run."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, n in [("x_train_wr", n_train), ("x_train_sp", n_train), ("x_test_wr", n_test), ("x_test_sp", n_test)]:
-        np.save(dest / f"{name}.npy", np.load(src / f"{name}.npy", mmap_mode="r")[:n].copy())
-    pd.read_csv(src / "y_train.csv").iloc[:n_train].to_csv(dest / "y_train.csv", index=False)
-    pd.read_csv(src / "sample_submission.csv").iloc[:n_test].to_csv(dest / "sample_submission.csv", index=False)
-    return dest
 
 
 def main() -> None:
@@ -68,7 +55,7 @@ def main() -> None:
         workdir = Path(args.workdir or tmp)
         data = Path(args.data)
         if rows:
-            data = subset(data, workdir / "data", rows, 500)
+            data = write_subset(workdir / "data", rows, 500, data)
         figures = {"mode": mode, "model": args.model, "trials": args.trials, "folds": folds, "epochs": base.epochs}
         figures |= {"train_rows": rows or "all", "workers": args.workers, "studies": {}}
         comp = load_competition(data)  # make the saved split first, so neither study's time includes it

@@ -146,17 +146,22 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         raise UserError(f"{source}: {key}={value!r} is not a valid {type(default).__name__}; fix the value") from None
 
 
+def read_toml(path: Path, what: str, fix_missing: str) -> dict[str, Any]:
+    """A TOML file's tables; a missing or malformed file is a UserError naming it and the fix."""
+    if not path.is_file():
+        raise UserError(f"{path}: {what} not found; fix: {fix_missing}")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid TOML ({e}); fix the file") from None
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Defaults <- the TOML file (flat keys) <- overrides; unknown keys and bad values are UserErrors."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: config file not found; fix: pass --config configs/default.toml or another file")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: not valid TOML ({e}); fix the file") from None
+        raw = read_toml(path, "config file", "pass --config configs/default.toml or another file")
         values.update({k: _coerce(k, v, str(path)) for k, v in raw.items()})
     for k, v in (overrides or {}).items():
         values[k] = _coerce(k, v, "--set")

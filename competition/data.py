@@ -203,3 +203,14 @@ def duplicate_summary(comp: Competition) -> dict[str, dict[str, int]]:
             "test_rows_seen_in_train": int(np.isin(te, tr).sum()),
         }
     return out
+
+
+def write_subset(dest: Path, n_train: int, n_test: int, src: Path = DEFAULT_DATA) -> Path:
+    """Write the first rows of a competition folder to ``dest`` (same files, layout and dtypes): a smaller
+    problem for tests and quick benchmarks."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, n in [("x_train_wr", n_train), ("x_train_sp", n_train), ("x_test_wr", n_test), ("x_test_sp", n_test)]:
+        np.save(dest / f"{name}.npy", np.load(src / f"{name}.npy", mmap_mode="r")[:n].copy())
+    pd.read_csv(src / "y_train.csv").iloc[:n_train].to_csv(dest / "y_train.csv", index=False)
+    pd.read_csv(src / "sample_submission.csv").iloc[:n_test].to_csv(dest / "sample_submission.csv", index=False)
+    return dest

@@ -29,14 +29,23 @@ from typing import Any
 
 import numpy as np
 import optuna
-import tomllib
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from rich.table import Table
 
 from .artifacts import environment, write_json, write_text
-from .config import CONFIG_DIR, FIELDS, FLAG_KEYS, Config, config_from_args, load_config, parse_overrides, to_toml
+from .config import (
+    CONFIG_DIR,
+    FIELDS,
+    FLAG_KEYS,
+    Config,
+    config_from_args,
+    load_config,
+    parse_overrides,
+    read_toml,
+    to_toml,
+)
 from .console import console
 from .cv import DEFAULT_WORKDIR, load_run, split_fingerprint, train_unit
 from .data import Competition, load_competition
@@ -144,12 +153,7 @@ def _settings(path: Path, raw: dict, table: str, defaults: dict[str, int]) -> di
 def load_space(path: str | Path, model: str, base: Config) -> SearchSpace:
     """Read and check a search space file for ``model``; another model's hyperparameters are left out."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: search space file not found; fix: pass --space configs/search.toml")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid TOML ({e}); fix the file") from None
+    raw = read_toml(path, "search space file", "pass --space configs/search.toml")
     unknown = sorted(set(raw) - {"params", "sampler", "pruner"})
     if unknown:
         raise UserError(f"{path}: unknown table(s) {unknown}; fix: use [params], [sampler] and [pruner]")

@@ -5,21 +5,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from competition.data import DEFAULT_DATA, FILES
+from competition.data import DEFAULT_DATA, FILES, write_subset
 
 
 def make_competition(dest: Path, n_train: int = 240, n_test: int = 60, src: Path = DEFAULT_DATA) -> Path:
-    """Write the first rows of the shipped competition to ``dest`` (same layout, same dtypes)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, n in [("x_train_wr", n_train), ("x_train_sp", n_train), ("x_test_wr", n_test), ("x_test_sp", n_test)]:
-        np.save(dest / f"{name}.npy", np.load(src / f"{name}.npy", mmap_mode="r")[:n].copy())
-    pd.read_csv(src / "y_train.csv").iloc[:n_train].to_csv(dest / "y_train.csv", index=False)
-    pd.read_csv(src / "sample_submission.csv").iloc[:n_test].to_csv(dest / "sample_submission.csv", index=False)
-    return dest
+    """The first rows of the shipped competition in ``dest`` (same layout, same dtypes)."""
+    return write_subset(dest, n_train, n_test, src)
 
 
 @pytest.fixture(scope="session")
