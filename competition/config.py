@@ -1,7 +1,9 @@
 """Config: the one typed recipe object, loaded from ``configs/*.toml``, overridden by flags, saved with every run.
 
 Keys are flat so that ``--set key=value``, TOML files and Optuna's parameter dicts are the same thing.
-Model hyperparameters (``image_kernel``, ``audio_dropout``, ...) go to every model that takes them.
+Model hyperparameters (``image_kernel``, ``audio_dropout``, ...) go to every model that takes them; a
+``[per_model.<model>]`` table (or ``--set per_model.<model>.<key>=value``) changes a recipe key for one model
+only, e.g. milder audio augmentation for the audio-only baseline than for the fusion model.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from .errors import UserError
 
 # Keys that change how fast or where a run executes, never what it computes (on the same device).
 EXECUTION_KEYS = ("device", "workers", "models")
+# Keys one run shares across its models (the split, the model list, execution): not settable per model.
+RUN_KEYS = ("folds", "seed", "group_duplicates", "models", "device", "workers", "per_model")
 # The share-of-rows keys of the augmentations (see Config).
 AUGMENT_P_KEYS = (
     "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p"
@@ -66,6 +70,12 @@ class Config:
     # --- execution: does not change the result on a given device ---
     device: str = "auto"  # "auto" (cuda when present), "cpu" or "cuda"
     workers: int = 0  # parallel training processes; 0 = one per CPU core on cpu, 1 on cuda
+    # --- per-model recipe changes: {model: {key: value}}, applied by for_model ---
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def for_model(self, name: str) -> Config:
+        """The recipe model ``name`` trains with: this config with its ``[per_model.<name>]`` keys applied."""
+        return dataclasses.replace(self, per_model={}, **self.per_model.get(name, {}))
 
     def validate(self) -> Config:
         checks = [
@@ -98,9 +108,14 @@ class Config:
                 raise UserError(f"config: {msg}; fix the value in the config file or --set")
         from .models import list_models
 
-        unknown = [m for m in self.models if m not in list_models()]
+        unknown = [m for m in [*self.models, *self.per_model] if m not in list_models()]
         if unknown:
             raise UserError(f"config: unknown model(s) {unknown}; known models: {', '.join(list_models())}")
+        for name in self.per_model:
+            try:
+                self.for_model(name).validate()
+            except UserError as e:
+                raise UserError(str(e).replace("config:", f"config per_model.{name}:", 1)) from None
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +140,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     """Convert a TOML or command-line value to the type of ``Config.<key>``."""
     if key not in FIELDS:
         raise UserError(f"{source}: unknown config key {key!r}; known keys: {', '.join(FIELDS)}")
+    if key == "per_model":
+        return _coerce_per_model(value, source)
     default = getattr(Config(), key)
     try:
         if isinstance(default, bool):
@@ -146,6 +163,19 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         raise UserError(f"{source}: {key}={value!r} is not a valid {type(default).__name__}; fix the value") from None
 
 
+def _coerce_per_model(value: Any, source: str) -> dict[str, dict[str, Any]]:
+    """``{model: {key: value}}`` with each value coerced; run-wide keys cannot differ per model."""
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise UserError(f"{source}: per_model must be tables [per_model.<model>] of config keys; fix the file")
+    out = {}
+    for model, keys in value.items():
+        shared = sorted(set(keys) & set(RUN_KEYS))
+        if shared:
+            raise UserError(f"{source}: per_model.{model}: {shared} apply to the whole run; fix: set them at top level")
+        out[model] = {k: _coerce(k, v, f"{source} per_model.{model}") for k, v in keys.items()}
+    return out
+
+
 def read_toml(path: Path, what: str, fix_missing: str) -> dict[str, Any]:
     """A TOML file's tables; a missing or malformed file is a UserError naming it and the fix."""
     if not path.is_file():
@@ -157,14 +187,28 @@ def read_toml(path: Path, what: str, fix_missing: str) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults <- the TOML file (flat keys) <- overrides; unknown keys and bad values are UserErrors."""
+    """Defaults <- the TOML file <- overrides; unknown keys and bad values are UserErrors.
+
+    An override ``per_model.<model>.<key>`` changes one key of one model's table, keeping the others.
+    """
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         raw = read_toml(path, "config file", "pass --config configs/default.toml or another file")
         values.update({k: _coerce(k, v, str(path)) for k, v in raw.items()})
+    per_model = {m: dict(keys) for m, keys in values.get("per_model", {}).items()}
     for k, v in (overrides or {}).items():
-        values[k] = _coerce(k, v, "--set")
+        if k.startswith("per_model."):
+            model, _, key = k.removeprefix("per_model.").partition(".")
+            if not model or not key:
+                raise UserError(f"--set {k}: expected per_model.<model>.<key>=value, e.g. per_model.audio.audio_mix=0")
+            v = _coerce("per_model", {model: {key: v}}, "--set")[model][key]
+            per_model.setdefault(model, {})[key] = v
+        elif k == "per_model":
+            per_model = {m: dict(keys) for m, keys in _coerce(k, v, "--set").items()}
+        else:
+            values[k] = _coerce(k, v, "--set")
+    values["per_model"] = per_model
     return Config(**values).validate()
 
 
@@ -180,7 +224,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, str]:
 
 
 def to_toml(values: dict[str, Any]) -> str:
-    """Write flat config values as TOML (the inverse of ``load_config`` for flat keys)."""
+    """Write config values as TOML (the inverse of ``load_config``); per_model as dotted keys."""
 
     def fmt(v: Any) -> str:
         if isinstance(v, bool):
@@ -191,7 +235,9 @@ def to_toml(values: dict[str, Any]) -> str:
             return "[" + ", ".join(fmt(x) for x in v) + "]"
         return json.dumps(str(v))
 
-    return "".join(f"{k} = {fmt(v)}\n" for k, v in values.items())
+    flat = {k: v for k, v in values.items() if k != "per_model"}
+    flat |= {f"per_model.{m}.{k}": v for m, keys in values.get("per_model", {}).items() for k, v in keys.items()}
+    return "".join(f"{k} = {fmt(v)}\n" for k, v in flat.items())
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

@@ -60,6 +60,7 @@ def train_unit(
     """Train one model on one fold and write its artifacts; returns the fold's scores and time."""
     import torch
 
+    cfg = cfg.for_model(model)  # the run's recipe with this model's [per_model.<model>] keys
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     tr, va = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
@@ -252,7 +253,7 @@ def _plan_workers(cfg: Config, device: str, n_units: int) -> tuple[int, int]:
 
 def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
     workers, threads = _plan_workers(cfg, device, len(todo))
-    total = len(todo) * cfg.epochs
+    total = sum(cfg.for_model(m).epochs for m, _ in todo)
     with CVProgress(total) if not quiet else _Null() as progress:
         if workers == 1:
             for model, fold in todo:

@@ -595,9 +595,11 @@ def tune_command(args) -> int:
         raise UserError(f"--timeout {args.timeout}: must be > 0 seconds")
     args.models = args.model
     cfg, run_name = config_from_args(args)
+    fixed = set(parse_overrides(args.set)) | {k for k in FLAG_KEYS if getattr(args, k, None) is not None}
+    fixed |= set(cfg.per_model.get(args.model, {}))
+    cfg = cfg.for_model(args.model)  # the tuned model's own recipe; each trial overrides the sampled keys
     space_path = Path(args.space) if args.space else SPACE_PATH
     space = load_space(space_path, args.model, cfg)
-    fixed = set(parse_overrides(args.set)) | {k for k in FLAG_KEYS if getattr(args, k, None) is not None}
     both = sorted(fixed & set(space.params) - {"models"})
     if both:
         raise UserError(f"--set/flags fix {both}, which {space_path} also searches; fix: drop them from one of the two")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,3 +160,42 @@ def test_ctrl_c_on_the_cli_keeps_finished_units(tiny_data, tmp_path):
     for path in kept:
         with np.load(path) as z:
             assert z["test_logits"].shape == (60, 10)
+
+
+def test_per_model_keys_change_only_that_model(tiny_data, tmp_path):
+    base = cv.run_cv(tiny_cfg(models=["image", "audio"]), tiny_data, tmp_path, "base", quiet=True)
+    cfg = tiny_cfg(models=["image", "audio"], **{"per_model.audio.epochs": 2, "per_model.audio.audio_noise": 0.5})
+    assert cfg.for_model("audio").epochs == 2 and cfg.for_model("image").epochs == 1
+    run = cv.run_cv(cfg, tiny_data, tmp_path, "per-model", quiet=True)
+    assert len(pd.read_csv(run.run_dir / "audio" / "fold0_history.csv")) == 2
+    assert len(pd.read_csv(run.run_dir / "image" / "fold0_history.csv")) == 1
+    ob, op = oof_of(base.run_dir, 240), oof_of(run.run_dir, 240)
+    np.testing.assert_array_equal(ob["image"], op["image"])  # untouched model: bitwise the same
+    assert not np.array_equal(ob["audio"], op["audio"])
+    saved = json.loads((run.run_dir / "config.json").read_text())["config"]
+    assert saved["per_model"] == {"audio": {"epochs": 2, "audio_noise": 0.5}}
+
+
+def test_per_model_tables_in_toml_and_their_errors(tmp_path):
+    import tomllib
+
+    from competition.config import to_toml
+
+    path = tmp_path / "r.toml"
+    path.write_text('audio_mix = 3.0\n[per_model.audio]\naudio_mix = 0\nlr = "1e-3"\n')
+    cfg = load_config(path, {"per_model.audio.epochs": "3"})
+    assert cfg.per_model == {"audio": {"audio_mix": 0.0, "lr": 1e-3, "epochs": 3}}
+    assert (cfg.for_model("audio").audio_mix, cfg.for_model("fusion").audio_mix) == (0.0, 3.0)
+    assert load_config(None, tomllib.loads(to_toml(cfg.result_dict()))) == load_config(None, cfg.result_dict())
+    for bad, message in [
+        ("[per_model.audio]\nseed = 1\n", "apply to the whole run"),
+        ("[per_model.audoi]\nlr = 1e-3\n", "unknown model(s) ['audoi']"),
+        ("[per_model.audio]\nlr = -1\n", "config per_model.audio: lr must be > 0"),
+        ("[per_model.audio]\nlearning_rate = 1\n", "unknown config key 'learning_rate'"),
+        ("per_model = 3\n", "per_model must be tables"),
+    ]:
+        path.write_text(bad)
+        with pytest.raises(UserError, match=re.escape(message)):
+            load_config(path)
+    with pytest.raises(UserError, match="expected per_model.<model>.<key>=value"):
+        load_config(None, {"per_model.audio": "1"})

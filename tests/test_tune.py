@@ -92,6 +92,7 @@ def test_bad_flags_are_one_error_line(tiny_data, tmp_path, capsys):
     for extra, problem in [
         (["--model", "resnet"], "unknown model"),
         (["--set", "lr=1e-3"], "also searches"),  # fixed and searched at once
+        (["--set", "per_model.fusion.lr=1e-3"], "also searches"),  # fixed for the tuned model and searched
         (["--trials", "0"], "--trials"),
         (["--trial-folds", "3"], "--trial-folds"),
         (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the study storage"),
