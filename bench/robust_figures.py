@@ -99,6 +99,27 @@ def main() -> None:
                 cells = [paired(truth[k], preds[a][k][r], preds[b][k][r]) for k in parts]
                 print(f"| {r} | " + " | ".join(cells) + " |")
 
+    # The bar: no fusion model or blend below its own run's best single modality.
+    parts = ["oof"] + (["holdout"] if holdout is not None else [])
+    truth = {"oof": comp.y, "holdout": None if holdout is None else holdout["label"].to_numpy()}
+    print("\neach fusion model and blend against its run's best single modality (delta; rows only it / only the")
+    print("single modality gets right, exact McNemar p):\n")
+    print("| run | model / blend | " + " | ".join("OOF" if k == "oof" else "held-out" for k in parts) + " |")
+    print("|---" * (len(parts) + 2) + "|")
+    for name in args.run:
+        singles = [m for m in ("image", "audio") if m in table[name]]
+        if not singles:
+            continue
+        for r in table[name]:
+            if r in singles:
+                continue
+            cells = []
+            for k in parts:
+                best = max(singles, key=lambda m: table[name][m][k])
+                delta = table[name][r][k] - table[name][best][k]
+                cells.append(f"{delta:+.4f} vs {best}, {paired(truth[k], preds[name][k][r], preds[name][k][best])}")
+            print(f"| {name} | {r} | " + " | ".join(cells) + " |")
+
     rows_file = data / "degrade_rows.csv"
     if holdout is not None and rows_file.exists():
         degr = pd.read_csv(rows_file)

@@ -125,7 +125,8 @@ def test_augmentation_config_keys_are_validated():
     with pytest.raises(UserError, match="time_mask"):
         load_config(None, {"time_mask": "40"})
     cfg = load_config(CONFIG_DIR / "robust.toml")
-    assert cfg.modality_dropout > 0 and cfg.time_mask > 0 and cfg.erase > 0
+    assert cfg.modality_dropout > 0 and cfg.audio_mix > 0 and cfg.erase > 0
+    assert cfg.for_model("fusion").audio_mix > 0 and cfg.for_model("audio").audio_mix == 0
 
 
 # --- augmentation inside training ---------------------------------------------------------------------------
