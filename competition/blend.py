@@ -153,3 +153,31 @@ def blend_models(
     test_stacked = np.stack([fold_average(test[m], chosen.space) for m in models])
     test_probs = combine(test_stacked, chosen.weights, chosen.space)
     return BlendResult(models, singles, candidates, chosen, test_probs)
+
+
+@dataclass
+class Agreement:
+    """How often two models predict the same label, out of fold and on the test rows."""
+
+    a: str
+    b: str
+    oof: float  # share of out-of-fold rows with the same predicted label
+    test: float  # the same on the test rows (each model's fold-averaged logits)
+    shifted: bool  # the test rows agree far less than the out-of-fold rows
+
+
+def agreement_shift(oof: dict[str, np.ndarray], test: dict[str, np.ndarray], min_drop: float = 0.05) -> list[Agreement]:
+    """Every pair of models' label agreement out of fold and on the test rows: a label-free check for a test
+    set unlike the training rows (noisier audio, unseen speakers), which no out-of-fold score can see. Test
+    rows drawn like the training rows agree about as often; a pair is ``shifted`` when its test agreement is
+    below the out-of-fold one by more than ``min_drop`` and by more than 4 binomial standard errors."""
+    models = list(oof)
+    labels = {m: (oof[m].argmax(1), fold_average(test[m], "logits").argmax(1)) for m in models}
+    out = []
+    for i, a in enumerate(models):
+        for b in models[i + 1 :]:
+            on_oof = float((labels[a][0] == labels[b][0]).mean())
+            on_test = float((labels[a][1] == labels[b][1]).mean())
+            se = np.sqrt(max(on_oof * (1 - on_oof), 1e-12) / len(labels[a][1]))
+            out.append(Agreement(a, b, on_oof, on_test, bool(on_oof - on_test > max(min_drop, 4 * se))))
+    return out

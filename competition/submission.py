@@ -5,6 +5,7 @@ score a submission against a labelled holdout. The ``submit`` and ``score`` comm
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from rich.table import Table
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .artifacts import environment, write_json, write_npz, write_text
-from .blend import BLENDS, SPACES, BlendResult, blend_models
+from .blend import BLENDS, SPACES, Agreement, BlendResult, agreement_shift, blend_models
 from .console import console
 from .cv import DEFAULT_WORKDIR, latest_run, missing_folds, read_run_config, split_fingerprint, unit_path
 from .data import Competition, load_competition
@@ -212,8 +213,9 @@ def _plain_name(name: str) -> str:
 
 
 def write_submission(
-    out_dir: Path, name: str, comp: Competition, result: BlendResult, runs: list[Run], rounds: int
-) -> Path:
+    out_dir: Path, name: str, comp: Competition, result: BlendResult, runs: list[Run], rounds: int,
+    agreement: list[Agreement] = (),
+) -> Path:  # fmt: skip
     """Write ``<name>.csv``, validate it (removing it if invalid), then ``<name>.probs.npz`` and ``<name>.json``."""
     sample_path = comp.root / "sample_submission.csv"
     path = out_dir / f"{name}.csv"
@@ -252,6 +254,7 @@ def write_submission(
             "oof_nested_macro_f1": c.nested_f1,
             "oof_accuracy": c.accuracy,
             "rounds": rounds,
+            "agreement": [dataclasses.asdict(a) for a in agreement],
             "candidates": [cand(x) for x in result.singles + result.blends],
             "data": str(comp.root),
             "data_fingerprint": comp.fingerprint,
@@ -311,8 +314,17 @@ def submit_command(args) -> int:
     console.print(f"blending {len(oof)} models of run(s) {', '.join(names)} on {comp.n_train} out-of-fold rows")
     result = blend_models(oof, test, comp.y, runs[0].fold_of, spaces, blends, args.rounds)
     name = name or f"{'+'.join(names)}-{result.chosen.name}"
-    path = write_submission(Path(args.out) if args.out else DEFAULT_OUT, name, comp, result, runs, args.rounds)
+    agreement = agreement_shift(oof, test)
+    out = Path(args.out) if args.out else DEFAULT_OUT
+    path = write_submission(out, name, comp, result, runs, args.rounds, agreement)
     console.print(*submit_tables(result))
+    shifted = [f"{a.a} / {a.b} {a.oof:.0%} -> {a.test:.0%}" for a in agreement if a.shifted]
+    if shifted:
+        console.print(
+            "[yellow]warning:[/] the test rows are not like the training rows: pairs of models agree far less on "
+            f"them than out of fold ({', '.join(shifted)}). Out-of-fold scores and fitted weights cannot see this; "
+            "distrust the models in those pairs, prefer models trained for it (configs/robust.toml)"
+        )
     c = result.chosen
     score = f"OOF macro-F1 {c.honest_f1:.4f}" + (" (nested)" if c.nested_f1 is not None else "")
     console.print(

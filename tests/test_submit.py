@@ -12,7 +12,15 @@ import pytest
 from scipy.special import log_softmax, softmax
 
 from competition.artifacts import write_json, write_npz
-from competition.blend import blend_models, caruana_weights, combine, fold_average, nested_caruana, to_space
+from competition.blend import (
+    agreement_shift,
+    blend_models,
+    caruana_weights,
+    combine,
+    fold_average,
+    nested_caruana,
+    to_space,
+)
 from competition.cv import split_fingerprint
 from competition.data import load_competition
 from run import main
@@ -131,6 +139,25 @@ def test_blend_models_preserves_test_row_order_and_reports_every_candidate():
     assert (res.test_probs.argmax(1) == target).all()
 
 
+def test_agreement_shift_flags_the_pairs_with_a_model_whose_test_inputs_changed():
+    rng = np.random.default_rng(0)
+    y, y_test = rng.integers(0, 10, 600), rng.integers(0, 10, 300)
+    right = one_hot_logits(y, 3.0)  # (N, 10): every model right out of fold
+    oof = {m: right + 0.1 * rng.normal(size=right.shape) for m in ("fusion", "image", "audio")}
+    test = {m: np.stack([one_hot_logits(y_test, 3.0)] * 2) for m in ("fusion", "image")}  # (K, M, 10)
+    noisy = np.where(rng.random(300) < 0.7, rng.integers(0, 10, 300), y_test)  # audio: 70% of test rows guessed
+    test["audio"] = np.stack([one_hot_logits(noisy, 3.0)] * 2)
+    pairs = {(a.a, a.b): a for a in agreement_shift(oof, test)}
+    assert set(pairs) == {("fusion", "image"), ("fusion", "audio"), ("image", "audio")}
+    assert pairs["fusion", "image"].oof == pairs["fusion", "image"].test == 1.0
+    assert not pairs["fusion", "image"].shifted
+    assert pairs["fusion", "audio"].shifted and pairs["image", "audio"].shifted
+    assert pairs["image", "audio"].test == pytest.approx((noisy == y_test).mean())
+    # a small drop, well within chance on 300 rows, is not a shift
+    test["audio"] = np.stack([one_hot_logits(np.where(np.arange(300) < 6, (y_test + 1) % 10, y_test), 3.0)] * 2)
+    assert not any(a.shifted for a in agreement_shift(oof, test))
+
+
 # --- hand-written runs, the submit command -------------------------------------------------------------------
 
 
@@ -188,8 +215,25 @@ def test_submit_writes_the_sample_format_in_row_order(tmp_path, tiny_data, capsy
     assert np.isclose(sum(manifest["weights"].values()), 1.0) and min(manifest["weights"].values()) >= 0
     assert manifest["data_fingerprint"] == load_competition(tiny_data).fingerprint
     assert manifest["oof_macro_f1"] > 0.5
+    assert manifest["agreement"] == [
+        {"a": "r1/fusion", "b": "r1/image", "oof": pytest.approx(manifest["agreement"][0]["oof"]), "test": 1.0,
+         "shifted": False}
+    ]  # fmt: skip
     out = capsys.readouterr().out
     assert "r1/fusion" in out and "equal blend" in out and "(written)" in out and "mine.csv" in out
+    assert "warning" not in out
+
+
+def test_submit_warns_when_models_disagree_on_the_test_rows(tmp_path, tiny_data, capsys):
+    run = fake_run(tmp_path / "wd", "r1", tiny_data, models=("fusion", "image", "audio"))
+    for k in range(2):  # the audio model's test predictions: one class everywhere, as if the test audio failed
+        z = dict(np.load(run / "audio" / f"fold{k}.npz"))
+        z["test_logits"] = one_hot_logits(np.full(len(z["test_logits"]), 3), 2.0).astype(np.float32)
+        write_npz(run / "audio" / f"fold{k}.npz", **z)
+    assert submit(tmp_path / "wd", tiny_data, tmp_path / "sub") == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "warning: the test rows are not like the training rows" in out
+    assert "r1/fusion / r1/audio" in out and "r1/image / r1/audio" in out and "r1/fusion / r1/image" not in out
 
 
 def test_submit_output_is_byte_identical_to_the_sample_when_labels_agree(tmp_path, tiny_data):
