@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="equal weights or greedy-fitted weights (auto: the better nested out-of-fold macro-F1)",
     )
+    submit.add_argument(
+        "--keep-shifted",
+        action="store_true",
+        help="blend a model even when its test predictions part from every other model's (see README)",
+    )
     submit.add_argument("--rounds", type=int, default=25, help="greedy ensemble selection steps (default 25)")
     submit.add_argument("--name", default=None, help="submission file name (default: <runs>-<blend>)")
     submit.add_argument("--out", default=None, help="folder for the submission (default: submissions/)")

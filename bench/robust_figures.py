@@ -21,24 +21,39 @@ from scipy.stats import binomtest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from competition.blend import blend_models, combine, fold_average, to_space  # noqa: E402
+from competition.blend import (  # noqa: E402
+    agreement_shift,
+    blend_models,
+    combine,
+    fold_average,
+    odd_ones_out,
+    to_space,
+)
 from competition.data import load_competition  # noqa: E402
 from competition.metrics import macro_f1  # noqa: E402
 from competition.submission import load_runs  # noqa: E402
 
 
-def run_scores(run, comp, holdout: pd.DataFrame | None) -> tuple[dict, dict]:
-    """{model or blend: {"oof": F1, "holdout": F1}} and their predicted labels {"oof": ..., "holdout": ...}.
+def run_scores(run, comp, holdout: pd.DataFrame | None, keep_shifted: bool) -> tuple[dict, dict, list[str], str]:
+    """{model or blend: {"oof": F1, "holdout": F1}}, their predicted labels {"oof": ..., "holdout": ...}, and
+    the models left out of the blends as ``submit`` leaves them out (unless ``keep_shifted``), and the blend
+    ``submit`` writes.
 
     A fitted blend's out-of-fold labels are its nested ones (each fold blended with weights fit without it).
     """
-    result = blend_models(run.oof, run.test, comp.y, run.fold_of)
+    left_out = [] if keep_shifted else odd_ones_out(agreement_shift(run.oof, run.test))
+    kept = [m for m in run.oof if m not in left_out]
+    singles = blend_models(run.oof, run.test, comp.y, run.fold_of, blends=("equal",)).singles
+    result = blend_models({m: run.oof[m] for m in kept}, {m: run.test[m] for m in kept}, comp.y, run.fold_of)
     scores, preds = {}, {"oof": {}, "holdout": {}}
-    for c in result.singles + result.blends:
+    for c in singles + result.blends:
         name = c.name if c.space == "-" else f"{c.name} blend ({c.space})"
         space = "logits" if c.space == "-" else c.space
-        stacked = np.stack([to_space(run.oof[m], space) for m in result.models])
-        if c.fold_weights is None:
+        models = [c.name] if c.space == "-" else result.models
+        stacked = np.stack([to_space(run.oof[m], space) for m in models])
+        if c.space == "-":
+            oof = stacked[0]
+        elif c.fold_weights is None:
             oof = combine(stacked, c.weights, space)
         else:
             oof = np.zeros(stacked.shape[1:])
@@ -47,10 +62,12 @@ def run_scores(run, comp, holdout: pd.DataFrame | None) -> tuple[dict, dict]:
         preds["oof"][name] = oof.argmax(1)
         scores[name] = {"oof": macro_f1(comp.y, preds["oof"][name])}
         if holdout is not None:
-            test = np.stack([fold_average(run.test[m], space) for m in result.models])
-            preds["holdout"][name] = combine(test, c.weights, space).argmax(1)
+            test = np.stack([fold_average(run.test[m], space) for m in models])
+            weights = np.ones(1) if c.space == "-" else c.weights
+            preds["holdout"][name] = combine(test, weights, space).argmax(1)
             scores[name]["holdout"] = macro_f1(holdout["label"].to_numpy(), preds["holdout"][name])
-    return scores, preds
+    chosen = f"{result.chosen.name} blend ({result.chosen.space})"
+    return scores, preds, left_out, chosen
 
 
 def paired(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> str:
@@ -65,6 +82,7 @@ def main() -> None:
     p.add_argument("--data", required=True, help="the competition folder the runs were made on")
     p.add_argument("--workdir", required=True)
     p.add_argument("--run", action="append", required=True, help="run name (repeat: one column each)")
+    p.add_argument("--keep-shifted", action="store_true", help="blend every model, as `submit --keep-shifted`")
     args = p.parse_args()
     data = Path(args.data)
     comp = load_competition(data)
@@ -75,7 +93,10 @@ def main() -> None:
     table, preds = {}, {}
     for name in args.run:
         (run,) = load_runs(Path(args.workdir), [name], comp, None)
-        table[name], preds[name] = run_scores(run, comp, holdout)
+        table[name], preds[name], left_out, chosen = run_scores(run, comp, holdout, args.keep_shifted)
+        print(f"{name}: `submit` writes the {chosen}")
+        if left_out:
+            print(f"{name}: blends leave out {', '.join(left_out)} (test predictions part from every other model's)")
 
     rows = list(dict.fromkeys(r for name in args.run for r in table[name]))
     cols = [(name, "oof") for name in args.run]

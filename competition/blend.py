@@ -181,3 +181,18 @@ def agreement_shift(oof: dict[str, np.ndarray], test: dict[str, np.ndarray], min
             se = np.sqrt(max(on_oof * (1 - on_oof), 1e-12) / len(labels[a][1]))
             out.append(Agreement(a, b, on_oof, on_test, bool(on_oof - on_test > max(min_drop, 4 * se))))
     return out
+
+
+def odd_ones_out(agreement: list[Agreement]) -> list[str]:
+    """The models that part from every other model on the test rows while some other pair still agrees as it
+    did out of fold: each sees test inputs unlike its training inputs (e.g. an audio model on noisier test
+    audio), so its out-of-fold score, and any weight fitted on it, overrates it on the test rows. When every
+    pair parts, no model is singled out (there is nothing to tell which ones moved)."""
+    models = list(dict.fromkeys(m for a in agreement for m in (a.a, a.b)))
+    out = []
+    for m in models:
+        own = [a.shifted for a in agreement if m in (a.a, a.b)]
+        rest = [a.shifted for a in agreement if m not in (a.a, a.b)]
+        if own and all(own) and rest and not all(rest):
+            out.append(m)
+    return out

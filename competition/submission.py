@@ -16,7 +16,7 @@ from rich.table import Table
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .artifacts import environment, write_json, write_npz, write_text
-from .blend import BLENDS, SPACES, Agreement, BlendResult, agreement_shift, blend_models
+from .blend import BLENDS, SPACES, Agreement, BlendResult, agreement_shift, blend_models, odd_ones_out
 from .console import console
 from .cv import DEFAULT_WORKDIR, latest_run, missing_folds, read_run_config, split_fingerprint, unit_path
 from .data import Competition, load_competition
@@ -214,7 +214,7 @@ def _plain_name(name: str) -> str:
 
 def write_submission(
     out_dir: Path, name: str, comp: Competition, result: BlendResult, runs: list[Run], rounds: int,
-    agreement: list[Agreement] = (),
+    agreement: list[Agreement] = (), left_out: list[str] = (),
 ) -> Path:  # fmt: skip
     """Write ``<name>.csv``, validate it (removing it if invalid), then ``<name>.probs.npz`` and ``<name>.json``."""
     sample_path = comp.root / "sample_submission.csv"
@@ -255,6 +255,7 @@ def write_submission(
             "oof_accuracy": c.accuracy,
             "rounds": rounds,
             "agreement": [dataclasses.asdict(a) for a in agreement],
+            "left_out": list(left_out),
             "candidates": [cand(x) for x in result.singles + result.blends],
             "data": str(comp.root),
             "data_fingerprint": comp.fingerprint,
@@ -311,20 +312,29 @@ def submit_command(args) -> int:
     spaces = SPACES if args.average == "auto" else (args.average,)
     blends = BLENDS if args.blend == "auto" else (args.blend,)
     names = [r.name for r in runs]
-    console.print(f"blending {len(oof)} models of run(s) {', '.join(names)} on {comp.n_train} out-of-fold rows")
-    result = blend_models(oof, test, comp.y, runs[0].fold_of, spaces, blends, args.rounds)
-    name = name or f"{'+'.join(names)}-{result.chosen.name}"
     agreement = agreement_shift(oof, test)
-    out = Path(args.out) if args.out else DEFAULT_OUT
-    path = write_submission(out, name, comp, result, runs, args.rounds, agreement)
-    console.print(*submit_tables(result))
     shifted = [f"{a.a} / {a.b} {a.oof:.0%} -> {a.test:.0%}" for a in agreement if a.shifted]
     if shifted:
         console.print(
             "[yellow]warning:[/] the test rows are not like the training rows: pairs of models agree far less on "
             f"them than out of fold ({', '.join(shifted)}). Out-of-fold scores and fitted weights cannot see this; "
-            "distrust the models in those pairs, prefer models trained for it (configs/robust.toml)"
+            "prefer models trained for it (configs/robust.toml)"
         )
+    left_out = [] if args.keep_shifted else odd_ones_out(agreement)
+    if left_out:
+        oof = {m: v for m, v in oof.items() if m not in left_out}
+        test = {m: v for m, v in test.items() if m not in left_out}
+        console.print(
+            f"[yellow]leaving {', '.join(left_out)} out of the blend:[/] its test predictions part from every other "
+            "model's while the others agree as out of fold, so its out-of-fold weight would overrate it "
+            "(--keep-shifted keeps it)"
+        )
+    console.print(f"blending {len(oof)} models of run(s) {', '.join(names)} on {comp.n_train} out-of-fold rows")
+    result = blend_models(oof, test, comp.y, runs[0].fold_of, spaces, blends, args.rounds)
+    name = name or f"{'+'.join(names)}-{result.chosen.name}"
+    out = Path(args.out) if args.out else DEFAULT_OUT
+    path = write_submission(out, name, comp, result, runs, args.rounds, agreement, left_out)
+    console.print(*submit_tables(result))
     c = result.chosen
     score = f"OOF macro-F1 {c.honest_f1:.4f}" + (" (nested)" if c.nested_f1 is not None else "")
     console.print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -19,6 +20,7 @@ from competition.blend import (
     combine,
     fold_average,
     nested_caruana,
+    odd_ones_out,
     to_space,
 )
 from competition.cv import split_fingerprint
@@ -153,6 +155,10 @@ def test_agreement_shift_flags_the_pairs_with_a_model_whose_test_inputs_changed(
     assert not pairs["fusion", "image"].shifted
     assert pairs["fusion", "audio"].shifted and pairs["image", "audio"].shifted
     assert pairs["image", "audio"].test == pytest.approx((noisy == y_test).mean())
+    assert odd_ones_out(list(pairs.values())) == ["audio"]  # the others still agree: audio is the one that moved
+    everyone = [dataclasses.replace(a, shifted=True) for a in pairs.values()]
+    assert odd_ones_out(everyone) == []  # every pair parts: nothing tells which models moved
+    assert odd_ones_out([pairs["image", "audio"]]) == []  # two models: either could have moved
     # a small drop, well within chance on 300 rows, is not a shift
     test["audio"] = np.stack([one_hot_logits(np.where(np.arange(300) < 6, (y_test + 1) % 10, y_test), 3.0)] * 2)
     assert not any(a.shifted for a in agreement_shift(oof, test))
@@ -234,6 +240,13 @@ def test_submit_warns_when_models_disagree_on_the_test_rows(tmp_path, tiny_data,
     out = " ".join(capsys.readouterr().out.split())
     assert "warning: the test rows are not like the training rows" in out
     assert "r1/fusion / r1/audio" in out and "r1/image / r1/audio" in out and "r1/fusion / r1/image" not in out
+    assert "leaving r1/audio out of the blend" in out
+    manifest = json.loads((tmp_path / "sub" / "r1-equal.json").read_text())
+    assert manifest["left_out"] == ["r1/audio"] and manifest["models"] == ["r1/fusion", "r1/image"]
+    assert submit(tmp_path / "wd", tiny_data, tmp_path / "kept", "--keep-shifted", "--blend", "equal") == 0
+    manifest = json.loads((tmp_path / "kept" / "r1-equal.json").read_text())
+    assert manifest["left_out"] == [] and len(manifest["models"]) == 3
+    assert "leaving" not in capsys.readouterr().out
 
 
 def test_submit_output_is_byte_identical_to_the_sample_when_labels_agree(tmp_path, tiny_data):
