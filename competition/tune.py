@@ -354,6 +354,8 @@ def claim_study(study: optuna.Study, mine: dict[str, Any], where: str) -> None:
     diffs = []
     for k, v in mine.items():
         old = saved.get(k)
+        if k == "config" and isinstance(old, dict):  # a key added to Config later defaults to what it computed
+            old = json.loads(json.dumps(Config().result_dict())) | old
         if k == "data" or old == v:  # the folder's path may differ (another machine); its fingerprint may not
             continue
         if isinstance(v, dict) and isinstance(old, dict):  # name the config keys / parameters that differ

@@ -3,6 +3,7 @@ bad input. Tiny data, 2 folds, 1 epoch, one torch thread: a trial takes about a 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -244,3 +245,14 @@ def test_error_names_the_flag(tmp_path):
         tune.open_storage("postgresql://user:secret@127.0.0.1:1/db", tmp_path / "j")
     except UserError as e:
         assert "secret" not in str(e)  # the password is never printed
+
+
+def test_study_made_before_a_config_key_existed_is_still_claimed():
+    mine = {"model": "fusion", "config": json.loads(json.dumps(Config().result_dict())), "trial_folds": 2}
+    older = {**mine, "config": {k: v for k, v in mine["config"].items() if k != "per_model"}}
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("tune", older)
+    tune.claim_study(study, mine, "here")  # the missing key is at its default: the same settings
+    changed = {**mine, "config": {**mine["config"], "lr": 1.0}}
+    with pytest.raises(UserError, match="config differs in lr"):
+        tune.claim_study(study, changed, "here")
