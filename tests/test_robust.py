@@ -427,9 +427,12 @@ def test_figures_script_scores_runs_out_of_fold_and_on_the_holdout(tiny_data, tm
     proc = subprocess.run([*cmd, "--run", "rob"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert lines[0] == "| model / blend | ref OOF | rob OOF | ref held-out | rob held-out |"
+    assert lines[0].startswith("ref: `submit` writes the ") and lines[1].startswith("rob: `submit` writes the ")
+    assert "| model / blend | ref OOF | rob OOF | ref held-out | rob held-out |" in lines
     table = [line for line in lines if line.startswith("| gated |") or line.startswith("| fitted blend (logits) |")]
     assert len(table) == 4 and all(len(line.split("|")) == 7 for line in table[:2])  # scores, then paired
     assert any(line.startswith("| rob | gated |") for line in lines)  # accuracy by SNR
     paired = [line for line in lines if line.startswith("| image |") and "p = " in line]
     assert len(paired) == 1 and paired[0].count("p = ") == 2  # McNemar, out of fold and held out
+    vs_single = [line for line in lines if line.startswith("| rob | gated |") and "vs " in line]
+    assert len(vs_single) == 1 and vs_single[0].count(" vs ") == 2  # against the best single modality, both ways
