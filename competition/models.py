@@ -152,6 +152,10 @@ class FusionModel(nn.Module):
         self.image_encoder = ImageEncoder(image_kernel, image_dropout)
         self.audio_encoder = AudioEncoder(audio_kernel, audio_dropout)
         self.head = nn.Linear(2 * EMBED_DIM, N_CLASSES)
+        self._init_fusion()
+
+    def _init_fusion(self) -> None:
+        """Build the fusion's own layers (after the encoders and head); concatenation has none."""
 
     def _fuse(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
         return torch.cat([img, aud], dim=1)  # (B, 128)
@@ -175,23 +179,9 @@ class FusionModel(nn.Module):
 class _WeightedFusion(FusionModel):
     """The reference encoders and head over concat(w_image * image, w_audio * audio) -> (B, 128) -> Linear(128
     -> 10), with per-row modality weights (B, 2) from ``modality_weights``: the reference FusionModel is the
-    case w = (1, 1). Subclasses build the weighting layers in ``_init_fusion`` (one constructor signature
-    for all, since ``create_model`` reads it) and say how the weights are computed.
+    case w = (1, 1). Subclasses build the weighting layers in ``_init_fusion`` (so all share FusionModel's
+    constructor signature, which ``create_model`` reads) and say how the weights are computed.
     """
-
-    def __init__(
-        self,
-        image_kernel: int = 5,
-        audio_kernel: int = 5,
-        image_dropout: float = 0.5,
-        audio_dropout: float = 0.5,
-        modality_dropout: float = 0.0,
-    ):
-        super().__init__(image_kernel, audio_kernel, image_dropout, audio_dropout, modality_dropout)
-        self._init_fusion()
-
-    def _init_fusion(self) -> None:
-        raise NotImplementedError
 
     def modality_weights(self, img: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
         """(B, 2) weights of the image and audio embeddings, (B, 64) each."""
