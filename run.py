@@ -70,10 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument(
         "--blend",
-        choices=["auto", "equal", "fitted"],
+        choices=["auto", "equal", "fitted", "stack"],
         default="auto",
-        help="equal weights or greedy-fitted weights (auto: the better nested out-of-fold macro-F1)",
+        help="equal weights, greedy-fitted weights or a logistic-regression stack (auto: the best nested "
+        "out-of-fold macro-F1)",
     )
+    submit.add_argument(
+        "--consensus",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="give every row of a duplicate group (train and test) its group's pooled label (auto: when the "
+        "training groups are label-pure and it does not lower the out-of-fold macro-F1)",
+    )
+    submit.add_argument(
+        "--full",
+        action="store_true",
+        help="predict the test rows with refits of each model on all training rows (resumable) instead of its "
+        "fold models; blend weights still come from the out-of-fold rows",
+    )
+    submit.add_argument("--seeds", type=int, default=3, help="refits per model with --full (default 3)")
     submit.add_argument(
         "--keep-shifted",
         action="store_true",

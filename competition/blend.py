@@ -6,20 +6,23 @@ a model's K fold predictions on the test rows and to blend the models. Two blend
 ``fitted`` weights from greedy ensemble selection with replacement (Caruana et al. 2004, the algorithm of
 AutoGluon's weighted ensemble). The fitted blend is also scored *nested*: for every fold, weights fit on the
 other folds' out-of-fold rows predict that fold's rows, so its score is not inflated by fitting and scoring
-the same rows. That honest score is the one used to choose the blend that gets written.
+the same rows. That honest score is the one used to choose the blend that gets written. A third candidate,
+``stack``, is a logistic regression on the models' log-probabilities (competition/stack.py), scored nested too.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import log_softmax, softmax
 
 from .metrics import accuracy, macro_f1
+from .stack import MIN_FOLDS, chosen_c, fit_stacker, model_shares, nested_stack, stack_features, stacker_probs
 
 SPACES = ("logits", "probs")
-BLENDS = ("equal", "fitted")
+BLENDS = ("equal", "fitted", "stack")
 ROUNDS = 25  # greedy selection steps, AutoGluon's default ensemble_size
 
 
@@ -91,14 +94,17 @@ def nested_caruana(
 class Candidate:
     """One scored way of predicting: a single model or a blend, in one averaging space."""
 
-    name: str  # a model name, "equal" or "fitted"
+    name: str  # a model name, "equal", "fitted" or "stack"
     space: str
-    weights: np.ndarray  # (n_models,) summing to 1
-    macro_f1: float  # on the out-of-fold rows (in-sample for the fitted blend's weights)
+    weights: np.ndarray  # (n_models,) summing to 1 (stack: each model's share of its coefficients)
+    macro_f1: float  # on the out-of-fold rows (in-sample for the fitted blend's weights and the stacker)
     accuracy: float
-    nested_f1: float | None = None  # fitted blend only: weights fit without the scored fold
+    nested_f1: float | None = None  # fitted blend and stack: fit without the scored fold
     nested_accuracy: float | None = None
     fold_weights: np.ndarray | None = field(default=None, repr=False)
+    oof_probs: np.ndarray | None = field(default=None, repr=False)  # (N, 10) honest (nested where fit)
+    test_probs: np.ndarray | None = field(default=None, repr=False)  # (M, 10)
+    details: dict = field(default_factory=dict)  # stack: the C chosen (final and per fold), seconds
 
     @property
     def honest_f1(self) -> float:
@@ -125,8 +131,10 @@ def blend_models(
     rounds: int = ROUNDS,
 ) -> BlendResult:
     """Score every model and every requested (blend, space) on the out-of-fold rows, choose the candidate with
-    the best honest macro-F1 (ties: the earlier space, then ``equal`` before ``fitted``), and blend the test
-    rows with its weights. ``oof``: {model: (N, 10) logits}; ``test``: {model: (K, M, 10) fold logits}."""
+    the best honest macro-F1 (ties: the earlier space, then ``equal`` before ``fitted``, the stack last), and
+    blend the test rows with its weights. ``oof``: {model: (N, 10) logits}; ``test``: {model: (S, M, 10)
+    logits of the S fold models (or full-data refits) that predict the test rows}. The stack is a candidate
+    only with three folds or more (see competition/stack.py)."""
     models = list(oof)
     n = len(models)
     singles = []
@@ -136,7 +144,10 @@ def blend_models(
     candidates = []
     for space in spaces:
         stacked = np.stack([to_space(oof[m], space) for m in models])
+        test_stacked = np.stack([fold_average(test[m], space) for m in models])
         for kind in blends:
+            if kind == "stack":
+                continue
             if kind == "equal":
                 w = np.full(n, 1.0 / n)
                 nested = fold_weights = None
@@ -148,11 +159,32 @@ def blend_models(
             if nested is not None:
                 cand.nested_f1 = macro_f1(y, nested.argmax(1))
                 cand.nested_accuracy = accuracy(y, nested.argmax(1))
+            cand.oof_probs = combine(stacked, w, space) if nested is None else nested
+            cand.test_probs = combine(test_stacked, w, space)
             candidates.append(cand)
+    if "stack" in blends and len(np.unique(fold_of)) >= MIN_FOLDS:
+        candidates.append(stack_candidate(oof, test, y, fold_of))
     chosen = max(candidates, key=lambda c: c.honest_f1)  # first of equal scores
-    test_stacked = np.stack([fold_average(test[m], chosen.space) for m in models])
-    test_probs = combine(test_stacked, chosen.weights, chosen.space)
-    return BlendResult(models, singles, candidates, chosen, test_probs)
+    return BlendResult(models, singles, candidates, chosen, chosen.test_probs)
+
+
+def stack_candidate(
+    oof: dict[str, np.ndarray], test: dict[str, np.ndarray], y: np.ndarray, fold_of: np.ndarray
+) -> Candidate:
+    """The stacker as a candidate: nested out-of-fold score, and a stacker fit on every out-of-fold row
+    (C chosen over all the folds) for the test rows, which it reads as fold-averaged log-probabilities."""
+    t0 = time.perf_counter()
+    models = list(oof)
+    x = stack_features([oof[m] for m in models])
+    nested, fold_c = nested_stack(x, y, fold_of)
+    final = fit_stacker(x, y, fold_of)
+    pred = stacker_probs(final, x).argmax(1)
+    cand = Candidate("stack", "logits", model_shares(final, len(models)), macro_f1(y, pred), accuracy(y, pred))
+    cand.nested_f1, cand.nested_accuracy = macro_f1(y, nested.argmax(1)), accuracy(y, nested.argmax(1))
+    cand.oof_probs = nested
+    cand.test_probs = stacker_probs(final, stack_features([fold_average(test[m], "logits") for m in models]))
+    cand.details = {"C": chosen_c(final), "fold_C": fold_c, "seconds": round(time.perf_counter() - t0, 2)}
+    return cand
 
 
 @dataclass

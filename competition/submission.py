@@ -1,12 +1,14 @@
-"""Submission: load finished cv runs (checked for one data folder, one split, all folds), blend them, write the
-submission CSV in the sample submission's exact format with its probabilities and manifest, validate it, and
-score a submission against a labelled holdout. The ``submit`` and ``score`` commands.
+"""Submission: load finished cv runs (checked for one data folder, one split, all folds), blend them (optionally
+with full-data refits for the test rows and duplicate-aware consensus after the blend), write the submission
+CSV in the sample submission's exact format with its probabilities and manifest, validate it, and score a
+submission against a labelled holdout. The ``submit`` and ``score`` commands.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,12 +19,15 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .artifacts import environment, write_json, write_npz, write_text
 from .blend import BLENDS, SPACES, Agreement, BlendResult, agreement_shift, blend_models, odd_ones_out
+from .consensus import ConsensusReport, decide_consensus, joint_groups
 from .console import console
 from .cv import DEFAULT_WORKDIR, latest_run, missing_folds, read_run_config, split_fingerprint, unit_path
 from .data import Competition, load_competition
 from .errors import UserError
 from .metrics import accuracy, macro_f1
 from .models import N_CLASSES
+from .refit import refit_run
+from .stack import MIN_FOLDS
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "submissions"
 
@@ -214,7 +219,7 @@ def _plain_name(name: str) -> str:
 
 def write_submission(
     out_dir: Path, name: str, comp: Competition, result: BlendResult, runs: list[Run], rounds: int,
-    agreement: list[Agreement] = (), left_out: list[str] = (),
+    agreement: list[Agreement] = (), left_out: list[str] = (), extra: dict | None = None,
 ) -> Path:  # fmt: skip
     """Write ``<name>.csv``, validate it (removing it if invalid), then ``<name>.probs.npz`` and ``<name>.json``."""
     sample_path = comp.root / "sample_submission.csv"
@@ -237,8 +242,9 @@ def write_submission(
         d["weights"] = dict(zip(result.models, np.round(x.weights, 6).tolist(), strict=True))
         if x.nested_f1 is not None:
             d |= {"nested_macro_f1": x.nested_f1, "nested_accuracy": x.nested_accuracy}
+        if x.fold_weights is not None:
             d["fold_weights"] = [dict(zip(result.models, np.round(w, 6).tolist(), strict=True)) for w in x.fold_weights]
-        return d
+        return d | x.details
 
     write_json(
         out_dir / f"{name}.json",
@@ -261,7 +267,8 @@ def write_submission(
             "data_fingerprint": comp.fingerprint,
             "split_fingerprint": runs[0].meta.get("split_fingerprint"),
             "environment": environment("cpu", runs[0].meta["config"].get("seed", 0)),
-        },
+        }
+        | (extra or {}),
     )
     return path
 
@@ -269,17 +276,25 @@ def write_submission(
 # --- the commands ----------------------------------------------------------------------------------------
 
 
-def submit_tables(result: BlendResult) -> tuple[Table, Table]:
-    """The out-of-fold scores of every model and blend, and each blend's weights (the written one marked)."""
-    scores = Table(title="out-of-fold scores (nested: blend weights fit without the scored fold)")
+def submit_tables(result: BlendResult, consensus: ConsensusReport | None = None) -> tuple[Table, Table]:
+    """The out-of-fold scores of every model and blend (and of the chosen one after consensus), and each
+    blend's weights (the written one marked; the stack's: each model's share of its coefficients)."""
+    scores = Table(title="out-of-fold scores (nested: blend weights or stacker fit without the scored fold)")
     for col in ("model / blend", "average", "OOF F1", "OOF acc", "nested F1", "nested acc"):
         scores.add_column(col, justify="left" if col in ("model / blend", "average") else "right")
     for c in result.singles:
         scores.add_row(c.name, "-", f"{c.macro_f1:.4f}", f"{c.accuracy:.4f}", "", "")
+    written = " [bold green](written)[/]"
+    applied = consensus is not None and consensus.applied
     for c in result.blends:
         nested = ["", ""] if c.nested_f1 is None else [f"{c.nested_f1:.4f}", f"{c.nested_accuracy:.4f}"]
-        name = f"{c.name} blend" + (" [bold green](written)[/]" if c is result.chosen else "")
+        name = f"{c.name} blend" + (written if c is result.chosen and not applied else "")
         scores.add_row(name, c.space, f"{c.macro_f1:.4f}", f"{c.accuracy:.4f}", *nested)
+    if consensus is not None and consensus.oof_after is not None:
+        c = result.chosen
+        f1 = [f"{consensus.oof_after:.4f}", ""]
+        name = f"{c.name} blend + consensus" + (written if applied else "")
+        scores.add_row(name, c.space, *(["", "", *f1] if c.nested_f1 is not None else [*f1, "", ""]))
     weights = Table(title="blend weights")
     weights.add_column("model")
     for c in result.blends:
@@ -311,7 +326,22 @@ def submit_command(args) -> int:
     test = {f"{r.name}/{m}": r.test[m] for r in runs for m in r.test}
     spaces = SPACES if args.average == "auto" else (args.average,)
     blends = BLENDS if args.blend == "auto" else (args.blend,)
+    if args.blend == "stack" and len(np.unique(runs[0].fold_of)) < MIN_FOLDS:
+        raise UserError(
+            f"--blend stack: the runs have {len(np.unique(runs[0].fold_of))} folds; the stack's nested score needs "
+            f"{MIN_FOLDS} or more; fix: cv with --folds 3 or more, or pass --blend auto"
+        )
     names = [r.name for r in runs]
+    seconds: dict[str, float] = {}
+    sources = {f"{r.name}/{m}": f"fold models ({len(r.test[m])})" for r in runs for m in r.test}
+    if args.full:
+        t0 = time.perf_counter()
+        for r in runs:
+            refits = refit_run(r.dir, r.meta, comp, list(r.oof), args.seeds)
+            for m, logits in refits.items():
+                test[f"{r.name}/{m}"] = logits
+                sources[f"{r.name}/{m}"] = f"full-data refits ({args.seeds} seeds: {r.name}/{m}/refit*.npz)"
+        seconds["refits"] = round(time.perf_counter() - t0, 1)
     agreement = agreement_shift(oof, test)
     shifted = [f"{a.a} / {a.b} {a.oof:.0%} -> {a.test:.0%}" for a in agreement if a.shifted]
     if shifted:
@@ -330,15 +360,32 @@ def submit_command(args) -> int:
             "(--keep-shifted keeps it)"
         )
     console.print(f"blending {len(oof)} models of run(s) {', '.join(names)} on {comp.n_train} out-of-fold rows")
+    t0 = time.perf_counter()
     result = blend_models(oof, test, comp.y, runs[0].fold_of, spaces, blends, args.rounds)
-    name = name or f"{'+'.join(names)}-{result.chosen.name}"
-    out = Path(args.out) if args.out else DEFAULT_OUT
-    path = write_submission(out, name, comp, result, runs, args.rounds, agreement, left_out)
-    console.print(*submit_tables(result))
+    seconds["blend"] = round(time.perf_counter() - t0, 1)
+    for stack in (x for x in result.blends if x.name == "stack"):
+        seconds["stack"] = stack.details["seconds"]  # part of the blend's time
+    t0 = time.perf_counter()
+    groups = joint_groups([comp.image, comp.audio], [comp.test_image, comp.test_audio])
     c = result.chosen
-    score = f"OOF macro-F1 {c.honest_f1:.4f}" + (" (nested)" if c.nested_f1 is not None else "")
+    consensus = decide_consensus(args.consensus, groups, comp.y, runs[0].fold_of, c.oof_probs, c.test_probs)
+    seconds["consensus"] = round(time.perf_counter() - t0, 1)
+    console.print(consensus.line)
+    if consensus.applied:
+        result = dataclasses.replace(result, test_probs=consensus.test.probs)
+    name = name or f"{'+'.join(names)}-{c.name}" + ("+consensus" if consensus.applied else "")
+    out = Path(args.out) if args.out else DEFAULT_OUT
+    extra = {"consensus": consensus.manifest(), "test_predictions": sources, "seconds": seconds}
+    path = write_submission(out, name, comp, result, runs, args.rounds, agreement, left_out, extra)
+    console.print(*submit_tables(result, consensus))
+    if consensus.applied:
+        score = f"OOF macro-F1 {consensus.oof_after:.4f}" + (" (nested)" if c.nested_f1 is not None else "")
+    else:
+        score = f"OOF macro-F1 {c.honest_f1:.4f}" + (" (nested)" if c.nested_f1 is not None else "")
+    what = f"{c.name} blend, {c.space} averaged" + (", consensus" if consensus.applied else "")
+    what += ", test rows from full-data refits" if args.full else ""
     console.print(
-        f"wrote {path} ({c.name} blend, {c.space} averaged, {score}); validated against "
+        f"wrote {path} ({what}, {score}); validated against "
         f"{comp.root / 'sample_submission.csv'}; probabilities and manifest beside it"
     )
     return 0
