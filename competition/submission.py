@@ -375,6 +375,7 @@ def submit_command(args) -> int:
         result = dataclasses.replace(result, test_probs=consensus.test.probs)
     name = name or f"{'+'.join(names)}-{c.name}" + ("+consensus" if consensus.applied else "")
     out = Path(args.out) if args.out else DEFAULT_OUT
+    sources = {m: sources[m] for m in result.models}
     extra = {"consensus": consensus.manifest(), "test_predictions": sources, "seconds": seconds}
     path = write_submission(out, name, comp, result, runs, args.rounds, agreement, left_out, extra)
     console.print(*submit_tables(result, consensus))
