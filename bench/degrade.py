@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from competition.artifacts import write_bytes, write_json, write_text  # noqa: E402
 from competition.data import DEFAULT_DATA, FILES, duplicate_groups, duplicate_ids  # noqa: E402
-from competition.models import IMAGE_SIDE  # noqa: E402
+from competition.data import IMAGE_SIDE  # noqa: E402
 
 
 def noisy_audio(
