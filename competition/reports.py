@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from scipy.special import softmax
 from sklearn.cluster import KMeans
 from sklearn.manifold import TSNE
 from sklearn.metrics import (
@@ -36,31 +37,32 @@ from sklearn.metrics import (
 
 from .artifacts import environment, write_bytes, write_json, write_text
 from .console import console
-from .cv import latest_run, load_run
-from .data import Competition, load_competition
+from .data import IMAGE_SIDE, N_CLASSES, Competition, load_competition
 from .errors import UserError
 from .metrics import accuracy, macro_f1
-from .models import IMAGE_SIDE, N_CLASSES
+from .runs import (
+    DEFAULT_WORKDIR,
+    Run,
+    check_same_data,
+    checkpoint_path,
+    find_run,
+    load_run,
+    load_unit,
+    read_run_config,
+    unit_files,
+)
 
 REPORT_DIR = "report"
 DEFAULT_MAX_ROWS = 5000  # out-of-fold rows in the embedding analysis: t-SNE time grows with the rows
 EMBED_KINDS = ("image", "audio", "fused")
 GALLERY_MAX = 40  # images shown of the rows every model gets wrong
+# The report encodes each fold's rows once, in batches this large (training.EVAL_BATCH is smaller: it is
+# repeated every epoch, where reusing allocator memory pays).
 ENCODE_BATCH = 2048
 CLASSES = np.arange(N_CLASSES)
 
 
-# --------------------------------------------------------------------------- run discovery
-
-
-def find_run(workdir: Path, run: str | None) -> Path:
-    """``workdir/run``, or the latest finished run (``cv.latest_run``) when ``run`` is None."""
-    if run is not None:
-        run_dir = workdir / run
-        if not (run_dir / "config.json").is_file():
-            raise UserError(f"--run {run}: no run at {run_dir}; fix: name a folder made by `python run.py cv`")
-        return run_dir
-    return workdir / latest_run(workdir)
+# --------------------------------------------------------------------------- run contents
 
 
 def _model_order(names) -> list[str]:
@@ -71,9 +73,7 @@ def _model_order(names) -> list[str]:
 
 def load_histories(run_dir: Path, model: str) -> pd.DataFrame:
     """Every fold's per-epoch history of one model, with a ``fold`` column."""
-    frames = []
-    for path in sorted((run_dir / model).glob("fold*_history.csv")):
-        frames.append(pd.read_csv(path).assign(fold=int(path.stem[4:].split("_")[0])))
+    frames = [pd.read_csv(path).assign(fold=k) for k, path in unit_files(run_dir / model, "fold*_history.csv")]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -145,23 +145,21 @@ def confusion_figure(y: np.ndarray, pred: np.ndarray, per_class: np.ndarray, mod
     return fig
 
 
-def embeddings_figure(fold: dict) -> Figure:
+def embeddings_figure(fold: FoldEmbeddings, analysis: EmbeddingAnalysis) -> Figure:
     """t-SNE of one fold's image, audio and fused embeddings, coloured by label, each class's digit at its median."""
     fig = Figure(figsize=(15, 5))
-    y = fold["y"]
+    y = fold.y
     for ax, kind in zip(fig.subplots(1, len(EMBED_KINDS)), EMBED_KINDS, strict=True):
-        xy = fold["tsne"][kind]
+        xy = analysis.tsne[kind]
         ax.scatter(xy[:, 0], xy[:, 1], c=y, cmap="tab10", vmin=-0.5, vmax=9.5, s=5, alpha=0.7, linewidths=0)
         for c in np.unique(y):
             mx, my = np.median(xy[y == c], axis=0)
             ax.text(mx, my, str(c), fontsize=13, weight="bold", ha="center", va="center")
-        s = fold["scores"][kind]
-        ax.set_title(
-            f"{kind} ({fold['dims'][kind]}-d)  KMeans k=10: NMI {s['nmi']:.3f}  ARI {s['ari']:.3f}", fontsize=10
-        )
+        s = analysis.scores[0][kind]
+        ax.set_title(f"{kind} ({fold.dims[kind]}-d)  KMeans k=10: NMI {s['nmi']:.3f}  ARI {s['ari']:.3f}", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"t-SNE of fold {fold['fold']}'s fusion model on its {len(y)} validation rows", fontsize=11)
+    fig.suptitle(f"t-SNE of fold {fold.fold}'s fusion model on its {len(y)} validation rows", fontsize=11)
     return fig
 
 
@@ -182,6 +180,29 @@ def gallery_figure(images: np.ndarray, titles: list[str]) -> Figure:
 # --------------------------------------------------------------------------- embedding analysis
 
 
+@dataclass
+class FoldEmbeddings:
+    """One fusion fold's (capped) validation rows, their labels and their embeddings by kind."""
+
+    fold: int
+    rows: np.ndarray
+    y: np.ndarray
+    emb: dict[str, np.ndarray]
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {k: v.shape[1] for k, v in self.emb.items()}
+
+
+@dataclass
+class EmbeddingAnalysis:
+    """KMeans NMI / ARI per fold and kind, the t-SNE of the first fold by kind, and the per-kind summary."""
+
+    scores: list[dict[str, dict[str, float]]]
+    tsne: dict[str, np.ndarray]
+    summary: dict[str, dict]
+
+
 def _subsample(rows: list[np.ndarray], max_rows: int, seed: int) -> list[np.ndarray]:
     """At most ``max_rows`` rows in all, each fold keeping its share, drawn with a seeded generator."""
     total = sum(len(r) for r in rows)
@@ -191,18 +212,19 @@ def _subsample(rows: list[np.ndarray], max_rows: int, seed: int) -> list[np.ndar
     return [np.sort(rng.choice(r, size=max(1, round(max_rows * len(r) / total)), replace=False)) for r in rows]
 
 
-def fusion_embeddings(run_dir: Path, comp: Competition, max_rows: int, seed: int, progress: Progress) -> list[dict]:
+def fusion_embeddings(
+    run_dir: Path, comp: Competition, max_rows: int, seed: int, progress: Progress
+) -> list[FoldEmbeddings]:
     """Per finished fusion fold: its validation rows (capped) and their image / audio / fused embeddings."""
     import torch
 
     from .models import create_model
 
     units = []
-    for npz in sorted((run_dir / "fusion").glob("fold*.npz"), key=lambda p: int(p.stem[4:])):
-        pt = npz.with_suffix(".pt")
+    for k, npz in unit_files(run_dir / "fusion"):
+        pt = checkpoint_path(run_dir, "fusion", k)
         if pt.is_file():
-            with np.load(npz) as z:
-                units.append((int(npz.stem[4:]), pt, z["val_idx"]))
+            units.append((k, pt, load_unit(npz).val_idx))
     if not units:
         return []
     rows = _subsample([u[2] for u in units], max_rows, seed)
@@ -230,7 +252,7 @@ def fusion_embeddings(run_dir: Path, comp: Competition, max_rows: int, seed: int
                 for k in EMBED_KINDS:
                     parts[k].append(emb[k].numpy())
         emb = {k: np.concatenate(v) for k, v in parts.items()}
-        out.append({"fold": fold, "rows": idx, "y": comp.y[idx], "emb": emb, "dims": {k: emb[k].shape[1] for k in emb}})
+        out.append(FoldEmbeddings(fold, idx, comp.y[idx], emb))
         progress.advance(task)
     return out
 
@@ -246,42 +268,37 @@ def tsne_2d(emb: np.ndarray, seed: int) -> np.ndarray:
     return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(emb)
 
 
-def analyse_embeddings(folds: list[dict], seed: int, progress: Progress) -> dict:
-    """NMI / ARI of every fold's embeddings (added as ``scores``) and the t-SNE of the first fold (``tsne``);
-    returns the per-kind mean / std / per-fold scores. One fold is pictured: t-SNE is the slow part."""
+def analyse_embeddings(folds: list[FoldEmbeddings], seed: int, progress: Progress) -> EmbeddingAnalysis:
+    """NMI / ARI of every fold's embeddings, the t-SNE of the first fold, and the per-kind mean / std / per-fold
+    scores. One fold is pictured: t-SNE is the slow part."""
     task = progress.add_task("embeddings: KMeans", total=len(folds) * len(EMBED_KINDS))
+    scores = []
     for f in folds:
-        f["scores"] = {}
+        scores.append({})
         for kind in EMBED_KINDS:
-            f["scores"][kind] = cluster_scores(f["emb"][kind], f["y"], seed)
+            scores[-1][kind] = cluster_scores(f.emb[kind], f.y, seed)
             progress.advance(task)
-    pictured = folds[0]
-    pictured["tsne"] = {}
-    task = progress.add_task(f"embeddings: t-SNE of fold {pictured['fold']}", total=len(EMBED_KINDS))
+    pictured, tsne = folds[0], {}
+    task = progress.add_task(f"embeddings: t-SNE of fold {pictured.fold}", total=len(EMBED_KINDS))
     for kind in EMBED_KINDS:
-        pictured["tsne"][kind] = tsne_2d(pictured["emb"][kind], seed)
+        tsne[kind] = tsne_2d(pictured.emb[kind], seed)
         progress.advance(task)
     summary = {}
     for kind in EMBED_KINDS:
-        nmi = [f["scores"][kind]["nmi"] for f in folds]
-        ari = [f["scores"][kind]["ari"] for f in folds]
+        nmi = [s[kind]["nmi"] for s in scores]
+        ari = [s[kind]["ari"] for s in scores]
         summary[kind] = {
-            "dims": folds[0]["dims"][kind],
+            "dims": folds[0].dims[kind],
             "nmi_mean": float(np.mean(nmi)),
             "nmi_std": float(np.std(nmi)),
             "ari_mean": float(np.mean(ari)),
             "ari_std": float(np.std(ari)),
-            "per_fold": [{"fold": f["fold"], "rows": len(f["rows"]), **f["scores"][kind]} for f in folds],
+            "per_fold": [{"fold": f.fold, "rows": len(f.rows), **s[kind]} for f, s in zip(folds, scores, strict=True)],
         }
-    return summary
+    return EmbeddingAnalysis(scores, tsne, summary)
 
 
 # --------------------------------------------------------------------------- the report
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def build_report(
@@ -291,31 +308,26 @@ def build_report(
     t0 = time.perf_counter()
     if max_rows < N_CLASSES * 3:
         raise UserError(f"--max-rows {max_rows}: too few rows to cluster; fix: pass at least {N_CLASSES * 3}")
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = read_run_config(run_dir)
     seed = int(saved["config"].get("seed", 0))
-    data_dir = Path(data_dir or saved["data"])
-    comp = load_competition(data_dir)
-    if comp.fingerprint != saved.get("data_fingerprint"):
-        raise UserError(
-            f"--data {data_dir}: not the data run {run_dir.name!r} was trained on (fingerprint {comp.fingerprint}, "
-            f"run has {saved.get('data_fingerprint')}); fix: pass --data {saved['data']}"
-        )
-    runs = load_run(run_dir, comp.n_train)
-    if not runs:
+    comp = load_competition(Path(data_dir or saved["data"]))
+    check_same_data(run_dir, saved, comp, f"pass --data {saved['data']}")
+    run = load_run(run_dir, comp.n_train)
+    if not run.models:
         raise UserError(f"{run_dir}: no finished (model, fold) units; fix: run `python run.py cv` first")
     out_dir = run_dir / REPORT_DIR
-    models = _model_order(runs)
+    models = _model_order(run.models)
     report: dict = {"run": str(run_dir), "data": str(comp.root), "models": {}, "figures": []}
 
     for m in models:
-        oof = runs[m]["oof"]
+        oof = run.oof[m]
         have = np.flatnonzero(~np.isnan(oof).any(axis=1))  # rows of the finished folds
         y, pred = comp.y[have], oof[have].argmax(axis=1)
         per_class = f1_score(y, pred, average=None, labels=CLASSES, zero_division=0)
         hist = load_histories(run_dir, m)
         last = hist[hist["epoch"] == hist.groupby("fold")["epoch"].transform("max")] if len(hist) else hist
         entry = {
-            "folds": sorted(r["fold"] for r in runs[m]["folds"]),
+            "folds": sorted(r.fold for r in run.folds[m]),
             "oof_rows": len(have),
             "oof_macro_f1": macro_f1(y, pred),
             "oof_accuracy": accuracy(y, pred),
@@ -331,20 +343,21 @@ def build_report(
         report["figures"] += list(entry["figures"].values())
 
     report["embeddings"] = None
-    if "fusion" in runs:
+    if "fusion" in run.oof:
         with Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=console, disable=quiet, transient=True,
         ) as progress:  # fmt: skip
             folds = fusion_embeddings(run_dir, comp, max_rows, seed, progress)
             if folds:
-                report["embeddings"] = analyse_embeddings(folds, seed, progress)
+                analysis = analyse_embeddings(folds, seed, progress)
+                report["embeddings"] = analysis.summary
         if folds:
-            report["embeddings_figure"] = _png(embeddings_figure(folds[0]), out_dir / "embeddings.png")
-            report["embeddings_pictured_fold"] = folds[0]["fold"]
+            report["embeddings_figure"] = _png(embeddings_figure(folds[0], analysis), out_dir / "embeddings.png")
+            report["embeddings_pictured_fold"] = folds[0].fold
             report["figures"].append(report["embeddings_figure"])
 
-    report["wrong_by_all"] = _wrong_by_all(runs, models, comp, out_dir)
+    report["wrong_by_all"] = _wrong_by_all(run, models, comp, out_dir)
     if report["wrong_by_all"]["figure"]:
         report["figures"].append(report["wrong_by_all"]["figure"])
     report["seconds"] = time.perf_counter() - t0
@@ -359,12 +372,12 @@ def build_report(
     return report
 
 
-def _wrong_by_all(runs: dict, models: list[str], comp: Competition, out_dir: Path) -> dict:
+def _wrong_by_all(run: Run, models: list[str], comp: Competition, out_dir: Path) -> dict:
     """Rows covered by every model's out-of-fold predictions that every model gets wrong, surest mistakes first."""
     covered = np.ones(comp.n_train, dtype=bool)
     for m in models:
-        covered &= ~np.isnan(runs[m]["oof"]).any(axis=1)
-    preds = {m: runs[m]["oof"].argmax(axis=1) for m in models}
+        covered &= ~np.isnan(run.oof[m]).any(axis=1)
+    preds = {m: run.oof[m].argmax(axis=1) for m in models}
     wrong = covered.copy()
     for m in models:
         wrong &= preds[m] != comp.y
@@ -372,7 +385,7 @@ def _wrong_by_all(runs: dict, models: list[str], comp: Competition, out_dir: Pat
     # Mean probability the models give the true label: the lowest are the most confident mistakes
     # (often label noise or unreadable digits).
     p_true = np.mean(
-        [_softmax(np.nan_to_num(runs[m]["oof"][rows]))[np.arange(len(rows)), comp.y[rows]] for m in models], axis=0
+        [softmax(np.nan_to_num(run.oof[m][rows]), axis=1)[np.arange(len(rows)), comp.y[rows]] for m in models], axis=0
     )
     rows = rows[np.argsort(p_true, kind="stable")] if len(rows) else rows
     table = [
@@ -516,8 +529,6 @@ def print_summary(report: dict) -> None:
 
 def report_command(args) -> int:
     """``python run.py report``: the report of one run (default: the latest)."""
-    from .cv import DEFAULT_WORKDIR
-
     workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
     run_dir = find_run(workdir, args.run)
     max_rows = DEFAULT_MAX_ROWS if args.max_rows is None else args.max_rows

@@ -144,12 +144,14 @@ def data_mismatch(meta: dict, comp: Competition) -> bool:
     return meta.get("data_fingerprint") != comp.fingerprint
 
 
-def check_same_data(meta: dict, comp: Competition, where: str, fix: str) -> None:
-    """UserError when the run of ``meta`` was made on other data than ``comp``."""
+def check_same_data(
+    run_dir: Path, meta: dict, comp: Competition, fix: str = "pass the --data the run was made on"
+) -> None:
+    """UserError when the run in ``run_dir`` (its config.json ``meta``) was made on other data than ``comp``."""
     if data_mismatch(meta, comp):
         raise UserError(
-            f"{where}: run was made on data {meta.get('data')} (fingerprint {meta.get('data_fingerprint')}), "
-            f"not --data {comp.root} ({comp.fingerprint}); fix: {fix}"
+            f"{run_dir / CONFIG_FILE}: run {run_dir.name!r} was made on data {meta.get('data')} "
+            f"(fingerprint {meta.get('data_fingerprint')}), not --data {comp.root} ({comp.fingerprint}); fix: {fix}"
         )
 
 
@@ -328,7 +330,7 @@ def load_runs(workdir: Path, names: list[str], comp: Competition, models: list[s
                 f"--run: runs were made on different {what} ({key} {detail}); "
                 "fix: blend only runs of one data folder and one workdir split"
             )
-    check_same_data(metas[0], comp, str(dirs[0] / CONFIG_FILE), "pass the --data the run was made on")
+    check_same_data(dirs[0], metas[0], comp)
     split = [m.rpartition("/")[::2] for m in models or []]
     runs = []
     for d in dirs:
