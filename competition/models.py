@@ -298,7 +298,7 @@ def list_models() -> list[str]:
 
 
 def model_hparams(name: str) -> list[str]:
-    """The constructor arguments a model accepts: the config keys of the same names set them (``training.model_kwargs``)."""
+    """The constructor arguments a model accepts; the config keys of the same names set them (``model_kwargs``)."""
     import inspect
 
     factory = get_factory(name)
