@@ -1,6 +1,7 @@
-"""Submission: load finished cv runs (checked for one data folder, one split, all folds), blend them, write the
-submission CSV in the sample submission's exact format with its probabilities and manifest, validate it, and
-score a submission against a labelled holdout. The ``submit`` and ``score`` commands.
+"""Submission: blend finished cv runs (loaded and checked for one data folder, one split and every fold by
+``runs.load_runs``), write the submission CSV in the sample submission's exact format with its probabilities
+and manifest, validate it, and score a submission against a labelled holdout. The ``submit`` and ``score``
+commands.
 """
 
 from __future__ import annotations
