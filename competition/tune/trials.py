@@ -199,7 +199,7 @@ def tune_command(args) -> int:
     cfg = cfg.for_model(args.model)  # the tuned model's own recipe; each trial overrides the sampled keys
     space_path = Path(args.space) if args.space else SPACE_PATH
     space = load_space(space_path, args.model, cfg)
-    both = sorted(fixed & set(space.params) - {"models"})
+    both = sorted(fixed & set(space.params))
     if both:
         raise UserError(f"--set/flags fix {both}, which {space_path} also searches; fix: drop them from one of the two")
     trial_folds = cfg.folds if args.trial_folds is None else args.trial_folds
