@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--keep-shifted",
         action="store_true",
-        help="blend a model even when its test predictions part from every other model's (see README)",
+        help="blend a model even when its test predictions part from every other model's (see docs/submit.md)",
     )
     submit.add_argument("--rounds", type=int, default=25, help="greedy ensemble selection steps (default 25)")
     submit.add_argument("--name", default=None, help="submission file name (default: <runs>-<blend>)")

@@ -92,7 +92,7 @@ def optimize(t: Tuning, n_trials: int, seed: int, worker: int, comp: Competition
         "tag": f" (worker {worker})" if t.processes > 1 else "",
     }
     sampler = optuna.samplers.TPESampler(seed=seed, **t.search_space.sampler)
-    # MedianPruner on the running mean: see the README ("Pruning") for why not the WilcoxonPruner at K = 5.
+    # MedianPruner on the running mean: see docs/tune.md ("Pruning") for why not the WilcoxonPruner at K = 5.
     pruner = optuna.pruners.MedianPruner(**t.search_space.pruner) if t.prune else optuna.pruners.NopPruner()
     study = optuna.load_study(
         study_name=t.study, storage=open_storage(t.storage, t.journal), sampler=sampler, pruner=pruner
