@@ -31,9 +31,10 @@ from scipy.special import log_softmax
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from competition.config import load_config  # noqa: E402
-from competition.cv import read_run_config, train_unit, unit_done, unit_path  # noqa: E402
+from competition.cv import train_unit  # noqa: E402
 from competition.data import load_competition  # noqa: E402
 from competition.metrics import accuracy, macro_f1  # noqa: E402
+from competition.runs import read_run_config, unit_finished, unit_path  # noqa: E402
 
 INNER, REFIT = 100, 200  # pseudo-fold ids of the units: distinct seeds from the run's own folds
 
@@ -95,7 +96,7 @@ def main() -> None:
         (m, pseudo, split)
         for m in models
         for _, pseudo, split in units(fold_of, args.fold, args.seeds)
-        if not unit_done(out, m, pseudo)
+        if not unit_finished(out, m, pseudo)
     ]
     t0 = time.perf_counter()
     if todo:

@@ -21,9 +21,8 @@ from .artifacts import write_npz, write_torch
 from .config import Config, load_config
 from .console import console
 from .cv import _plan_workers, unit_seed
-from .data import Competition, fit_audio_scaler
+from .data import N_CLASSES, Competition, fit_audio_scaler
 from .errors import UserError
-from .models import N_CLASSES
 from .training import Learner, model_kwargs, resolve_device
 
 

@@ -9,8 +9,8 @@ from scipy.special import log_softmax, softmax
 
 import competition.refit as refit
 from competition.artifacts import write_json
-from competition.cv import read_run_config
 from competition.data import load_competition
+from competition.runs import read_run_config
 from tests.test_submit import fake_run, submit
 
 

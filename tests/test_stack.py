@@ -8,7 +8,8 @@ import numpy as np
 
 from competition.blend import blend_models
 from competition.stack import fit_stacker, nested_stack, stack_features, stacker_probs
-from tests.test_submit import complementary, fake_run, submit
+from tests.test_blend import complementary
+from tests.test_submit import fake_run, submit
 
 CS = (0.1, 1.0)  # two strengths keep the tests quick; C is still chosen inside each fit
 
