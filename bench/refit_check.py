@@ -112,7 +112,8 @@ def main() -> None:
         kinds: dict[str, list[np.ndarray]] = {"fold model": [own]}
         for kind, pseudo, _ in units(fold_of, args.fold, args.seeds):
             kinds.setdefault(kind, []).append(held_logits(unit_path(out, m, pseudo), rows))
-        kinds["refits + fold model"] = kinds["refits"] + [own]
+        if "refits" in kinds:
+            kinds["refits + fold model"] = kinds["refits"] + [own]
         for kind, logits in kinds.items():
             avg = log_softmax(np.stack(logits), axis=2).mean(0)
             blend.setdefault(kind, []).append(avg)
