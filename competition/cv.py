@@ -3,7 +3,8 @@ history and weights under ``<workdir>/<run>/``, resume finished units, and score
 
 Layout of a run: ``config.json`` (resolved config + data and split fingerprints), ``environment.json``,
 ``<model>/fold<k>.npz`` (val_idx, oof_logits, test_logits; written last, so it marks the unit done),
-``<model>/fold<k>.pt`` (weights + audio scaler), ``<model>/fold<k>_history.csv``, ``scores.csv``, ``summary.json``.
+``<model>/fold<k>.pt`` (weights + audio scaler), ``<model>/fold<k>_history.csv``, ``scores.csv``, ``summary.json``,
+and once a model has every fold ``<model>/oof.npy`` and ``<model>/test.npy`` (probabilities: predictions.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .data import Competition, duplicate_summary, fit_audio_scaler, load_competi
 from .errors import UserError
 from .folds import load_or_make_folds
 from .metrics import scores
+from .predictions import write_prediction_files
 from .training import Learner, model_kwargs, resolve_device
 
 DEFAULT_WORKDIR = Path(__file__).resolve().parent.parent / "folds"
@@ -325,6 +327,7 @@ def summarise(run_dir: Path, comp: Competition, cfg: Config, quiet: bool = False
     for m in cfg.models:
         if m in runs and len(runs[m]["folds"]) == cfg.folds:
             oof_rows[m] = scores(comp.y, runs[m]["oof"])  # f1_score(average="macro") over all training rows
+            write_prediction_files(run_dir / m, runs[m]["oof"], runs[m]["test"])  # oof.npy, test.npy
     oof = pd.DataFrame.from_dict(oof_rows, orient="index", columns=["macro_f1", "accuracy"])
     write_text(run_dir / "scores.csv", per_fold.to_csv(index=False))
     write_json(run_dir / "summary.json", {"oof": oof_rows, "per_fold": per_fold.to_dict(orient="records")})
@@ -339,5 +342,12 @@ def cv_command(args) -> int:
 
     cfg, name = config_from_args(args)
     workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
-    run_cv(cfg, Path(args.data), workdir, args.run or name)
+    if args.track:
+        from .tracking import import_mlflow, log_cv_run
+
+        import_mlflow()  # a missing package is an error before training, not after
+    result = run_cv(cfg, Path(args.data), workdir, args.run or name)
+    if args.track:
+        rid = log_cv_run(result.run_dir, workdir)
+        console.print(f"mlflow: {'logged as run ' + rid if rid else 'already logged, unchanged'}")
     return 0

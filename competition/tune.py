@@ -628,6 +628,10 @@ def tune_command(args) -> int:
         workers=args.tune_workers,
         threads=args.threads or 1,
     )
+    if args.track:
+        from .tracking import import_mlflow
+
+        import_mlflow()
     try:
         study = run_tune(t)
     except WorkersFailed as e:
@@ -647,6 +651,11 @@ def tune_command(args) -> int:
     out = Path(args.out) if args.out else CONFIG_DIR / f"tuned-{name}.toml"
     if write_best_config(study, t, out) is not None:
         console.print(f"best config: {out}  (train it: python run.py cv --config {out})")
+    if args.track:
+        from .tracking import log_study
+
+        parent, n = log_study(study, t.workdir, t.study_dir)
+        console.print(f"mlflow: study run {parent}, {n} trial(s) logged as nested runs")
     if t.storage is None:
         console.print(f"dashboard: optuna-dashboard {t.journal}")
     return 0
