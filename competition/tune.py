@@ -409,11 +409,16 @@ def _fmt(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
-def _sampler_seed(t: Tuning, n_existing: int, worker: int) -> int:
+def _sampler_seed(t: Tuning, n_existing: int, worker: int, shared: bool = False) -> int:
     """A sequential study is reproducible (the seed depends on the config seed and how many trials exist, so a
-    resumed study does not replay its first random trials); parallel workers and machines get distinct seeds."""
+    resumed study does not replay its first random trials); parallel workers and machines get distinct seeds.
+
+    ``shared``: other processes may run trials of this study now (a database storage, several workers, or
+    running trials of another process when this one starts, e.g. on a journal file that several machines
+    share): the host and process id are mixed in, since workers elsewhere have the same worker index and would
+    otherwise draw the same start-up trials."""
     key = f"{t.cfg.seed}:{n_existing}:{worker}"
-    if t.storage is not None:  # shared storage: workers on other machines have the same index
+    if shared or t.storage is not None or t.workers > 1:
         key += f":{socket.gethostname()}:{os.getpid()}"
     return zlib.crc32(key.encode())
 
@@ -430,7 +435,12 @@ def optimize(t: Tuning, n_trials: int, seed: int, worker: int, comp: Competition
         "threads": t.threads,
         "tag": f" (worker {worker})" if t.workers > 1 else "",
     }
-    sampler = optuna.samplers.TPESampler(seed=seed, **t.space.sampler)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # The constant liar (off by default in Optuna) scores other workers' running trials as the worst value,
+        # so parallel workers do not sample next to each other; with no running trial it changes nothing, so a
+        # sequential study is the same with it (bench/constant_liar.py measures it).
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, **t.space.sampler)
     # MedianPruner on the running mean: see the README ("Pruning") for why not the WilcoxonPruner at K = 5.
     pruner = optuna.pruners.MedianPruner(**t.space.pruner) if t.prune else optuna.pruners.NopPruner()
     study = optuna.load_study(
@@ -511,7 +521,8 @@ def run_tune(t: Tuning) -> optuna.Study:
     if remaining:
         t = dataclasses.replace(t, workers=workers)
         shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
-        seeds = [_sampler_seed(t, len(trials), i) for i in range(workers)]
+        running = any(tr.state == TrialState.RUNNING for tr in study.get_trials(deepcopy=False))
+        seeds = [_sampler_seed(t, len(trials), i, shared=running) for i in range(workers)]
         if workers == 1:
             optimize(t, shares[0], seeds[0], 0, comp)
         else:
