@@ -9,6 +9,8 @@ missing, never an error: the leaderboard of a half-finished workdir is still a l
 from __future__ import annotations
 
 import json
+import os
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from .errors import UserError
 # Keys a run's row shows in their own columns or that never change its numbers: left out of "recipe".
 NOT_RECIPE = ("models", "device", "workers", "per_model", "folds", "epochs")
 TUNE_DIR = "tune"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _read_json(path: Path) -> dict | None:
@@ -285,14 +288,14 @@ def tables(board: dict[str, list[dict[str, Any]]], workdir: Path) -> list[Table]
 
 def runs_command(args) -> int:
     """``python run.py runs``: print the leaderboard of a workdir (``--json``: as JSON for scripts)."""
-    from .cv import DEFAULT_WORKDIR
-    from .submission import DEFAULT_OUT
-
-    workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
-    subs = Path(args.submissions) if args.submissions else DEFAULT_OUT
+    workdir = Path(args.workdir) if args.workdir else ROOT / "folds"  # cv's and submit's defaults, named here
+    subs = Path(args.submissions) if args.submissions else ROOT / "submissions"  # so that `runs` needs no torch
     board = leaderboard(workdir, subs, args.model, Path(args.data) if args.data else None)
     if args.json:
-        print(json.dumps(board, indent=2, default=str))
+        try:
+            print(json.dumps(board, indent=2, default=str), flush=True)
+        except BrokenPipeError:  # `run.py runs --json | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     for table in tables(board, workdir):
         if table.row_count:
