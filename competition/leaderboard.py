@@ -250,14 +250,24 @@ def _score(v: float | None) -> str:
 
 
 def _day(iso: str | None) -> str:
-    return "-" if not iso else iso[:16].replace("T", " ")
+    return "-" if not iso else iso[5:16].replace("T", " ")  # MM-DD HH:MM (UTC)
+
+
+def _runs_used(models: list[str]) -> str:
+    """``run/model`` names as ``run (n models)``, one run a line."""
+    counts: dict[str, int] = {}
+    for m in models:
+        run = m.rpartition("/")[0]
+        counts[run] = counts.get(run, 0) + 1
+    return "\n".join(f"{run} ({n})" for run, n in counts.items())
 
 
 def tables(board: dict[str, list[dict[str, Any]]], workdir: Path) -> list[Table]:
     runs = Table(title=f"cv runs in {workdir} (best out-of-fold macro-F1 first)")
     for col in ("run", "model", "folds", "epochs", "OOF F1", "OOF acc", "train s", "recipe (vs default.toml)", "date"):
         justify = "right" if col in ("folds", "epochs", "OOF F1", "OOF acc", "train s") else "left"
-        runs.add_column(col, justify=justify, style="bold" if col == "OOF F1" else None, overflow="fold")
+        wide = {"min_width": 26} if col.startswith("recipe") else {"no_wrap": col != "run"}
+        runs.add_column(col, justify=justify, style="bold" if col == "OOF F1" else None, overflow="fold", **wide)
     for r in board["runs"]:
         folds = str(r["folds"]) if r["folds_done"] >= (r["folds"] or 0) else f"{r['folds_done']}/{r['folds']}"
         seconds = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
@@ -276,12 +286,12 @@ def tables(board: dict[str, list[dict[str, Any]]], workdir: Path) -> list[Table]
             str(r["trials_pruned"]), str(r["trials_fail"]), str(r["trials_running"]), _day(r["date"]),
         )  # fmt: skip
     subs = Table(title="submissions (best nested out-of-fold macro-F1 first; OOF F1 where the blend fits nothing)")
-    for col in ("submission", "blend", "OOF F1", "nested F1", "OOF acc", "models", "date"):
+    for col in ("submission", "blend", "OOF F1", "nested F1", "OOF acc", "runs (models)", "date"):
         subs.add_column(col, justify="right" if "F1" in col or "acc" in col else "left", overflow="fold")
     for r in board["submissions"]:
         subs.add_row(
-            r["submission"], f"{r['blend']} {r['average']}", _score(r["oof_macro_f1"]),
-            _score(r["oof_nested_macro_f1"]), _score(r["oof_accuracy"]), " ".join(r["models"]), _day(r["date"]),
+            r["submission"].removesuffix(".csv"), f"{r['blend']} {r['average']}", _score(r["oof_macro_f1"]),
+            _score(r["oof_nested_macro_f1"]), _score(r["oof_accuracy"]), _runs_used(r["models"]), _day(r["date"]),
         )  # fmt: skip
     return [runs, studies, subs]
 

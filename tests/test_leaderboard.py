@@ -91,7 +91,7 @@ def test_runs_lists_every_run_and_submission_best_first(workdir, capsys):
     capsys.readouterr()
     assert main(["runs", "--workdir", str(workdir), "--submissions", str(workdir.parent / "subs")]) == 0
     out = capsys.readouterr().out
-    assert "cv runs in" in out and "lr=0.01" in out and "both.csv" in out
+    assert "cv runs in" in out and "lr=0.01" in out and "│ both " in out and "base (2)" in out
 
 
 def test_runs_filters_by_data_folder(workdir, tiny_src, tmp_path, capsys):
