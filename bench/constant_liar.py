@@ -91,19 +91,22 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=6, help="studies per setting (different base seeds)")
     p.add_argument("--trials", type=int, default=40, help="finished trials per study")
     p.add_argument("--delay", type=float, default=0.2, help="seconds each trial sleeps (a stand-in for training)")
+    p.add_argument("--distinct-only", action="store_true", help="only distinct worker seeds (what tune runs)")
+    p.add_argument("--first-repeat", type=int, default=0, help="base seed offset (another set of studies)")
     args = p.parse_args()
     print(f"2 workers, {args.trials} trials per study, {STARTUP} start-up trials, {args.repeats} studies per setting")
-    print(f"{'seeds':<9} {'liar':<5} {'best mean':>9} {'best min':>9} {'dup sets mean':>13} {'dup sets max':>12}")
-    for same in (True, False):
+    print("seeds     liar  best mean   +-se  best min dup sets mean dup sets max")
+    for same in (False,) if args.distinct_only else (True, False):
         for liar in (False, True):
             best, dups = [], []
-            for r in range(args.repeats):
+            for r in range(args.first_repeat, args.first_repeat + args.repeats):
                 seeds = (100 + r, 100 + r) if same else (100 + r, 10_000 + r)
                 b, d, _ = one_study(seeds, liar, args.trials, args.delay)
                 best.append(b)
                 dups.append(d)
             print(
                 f"{'same' if same else 'distinct':<9} {'on' if liar else 'off':<5} {np.mean(best):>9.4f} "
+                f"{np.std(best, ddof=1) / np.sqrt(len(best)):>6.4f} "
                 f"{np.min(best):>9.4f} {np.mean(dups):>13.1f} {np.max(dups):>12d}"
             )
 
