@@ -110,8 +110,9 @@ def _journal_studies(journal: Path) -> list[dict[str, Any]]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = JournalStorage(JournalFileBackend(str(journal)))
     out = []
-    for s in storage.get_all_studies():
-        trials = storage.get_all_trials(s._study_id, deepcopy=False)
+    for name in optuna.get_all_study_names(storage):
+        s = optuna.load_study(study_name=name, storage=storage)
+        trials = s.get_trials(deepcopy=False)
         ident = s.user_attrs.get("tune", {})
         complete = [t for t in trials if t.state == TrialState.COMPLETE]
         best = max(complete, key=lambda t: t.value, default=None)
