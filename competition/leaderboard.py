@@ -53,10 +53,15 @@ def _fmt(v: Any) -> str:
 
 def recipe_diff(config: dict[str, Any], model: str, default: Config) -> dict[str, Any]:
     """The keys of ``model``'s recipe in a saved run config that differ from the default recipe (its per_model
-    keys applied; keys the current Config no longer knows are left out)."""
+    keys applied; other models' hyperparameters, e.g. image_dropout for audio, and keys the current Config no
+    longer knows are left out)."""
+    from .models import list_models, model_hparams
+
+    others = {h for m in list_models() for h in model_hparams(m)}
+    others -= set(model_hparams(model)) if model in list_models() else others
     own = {k: v for k, v in config.items() if k in FIELDS} | config.get("per_model", {}).get(model, {})
     base = default.for_model(model).to_dict()
-    return {k: v for k, v in own.items() if k not in NOT_RECIPE and k in base and base[k] != v}
+    return {k: v for k, v in own.items() if k not in NOT_RECIPE and k not in others and k in base and base[k] != v}
 
 
 # --------------------------------------------------------------------------- cv runs

@@ -78,6 +78,9 @@ def test_runs_lists_every_run_and_submission_best_first(workdir, capsys):
     # what differs from configs/default.toml (the test recipe's batch size, smoothing... and lr for "fast")
     fast = next(r for r in runs if r["run"] == "fast")
     assert fast["recipe"]["lr"] == 0.01 and "lr" not in base_image["recipe"] and "epochs" not in fast["recipe"]
+    # Config's image_dropout (0.5) is not default.toml's (0.1): a difference of the image model, not of audio
+    base_audio = next(r for r in runs if r["run"] == "base" and r["model"] == "audio")
+    assert base_image["recipe"]["image_dropout"] == 0.5 and "image_dropout" not in base_audio["recipe"]
     subs = board["submissions"]
     assert [s["submission"] for s in subs] == sorted(
         ["eq.csv", "both.csv"], key=lambda n: -next(s["score"] for s in subs if s["submission"] == n)
