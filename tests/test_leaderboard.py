@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -15,9 +16,11 @@ from optuna.trial import TrialState, create_trial
 from scipy.special import softmax
 
 import competition.tune as tune
+import competition.tune.trials as trials
 from competition.config import load_config
-from competition.cv import load_run, run_cv
+from competition.cv import run_cv
 from competition.leaderboard import leaderboard
+from competition.runs import load_run
 from run import main
 
 TINY = {"epochs": 1, "folds": 2, "workers": 1, "device": "cpu", "models": "image,audio"}
@@ -44,14 +47,14 @@ def board_json(wd: Path, capsys, *extra: str) -> dict:
 
 def test_finished_run_has_kaggle_style_probability_files(workdir, tiny_src):
     n = 240
-    runs = load_run(workdir / "base", n)
+    run = load_run(workdir / "base", n)
     for model in ("image", "audio"):
         oof = np.load(workdir / "base" / model / "oof.npy")
         test = np.load(workdir / "base" / model / "test.npy")
         assert oof.shape == (n, 10) and test.shape == (60, 10) and oof.dtype == np.float32
         np.testing.assert_allclose(oof.sum(axis=1), 1, rtol=1e-5)
-        np.testing.assert_allclose(oof, softmax(runs[model]["oof"], axis=1), rtol=1e-5)  # training row order
-        np.testing.assert_allclose(test, softmax(runs[model]["test"], axis=2).mean(axis=0), rtol=1e-5)
+        np.testing.assert_allclose(oof, softmax(run.oof[model], axis=1), rtol=1e-5)  # training row order
+        np.testing.assert_allclose(test, softmax(run.test[model], axis=2).mean(axis=0), rtol=1e-5)
     # a run finished before these files existed gets them when rerun (nothing is trained again)
     copy = workdir.parent / "rerun"
     shutil.copytree(workdir, copy)
@@ -152,13 +155,13 @@ def test_runs_bad_workdir_is_one_error_line(tmp_path, capsys):
 
 def test_sampler_seed_is_reproducible_alone_and_per_process_when_shared(tiny_src, tmp_path, monkeypatch):
     t = tune.Tuning(tiny_src, tmp_path, load_config(None, {}), "image", "s", None, None, 2, 4)
-    alone = tune._sampler_seed(t, 0, 0)
-    assert alone == tune._sampler_seed(t, 0, 0)  # a single worker: from --seed and the trial count only
-    monkeypatch.setattr(tune.os, "getpid", lambda: 1)
-    shared_1 = tune._sampler_seed(t, 0, 0, shared=True)
-    monkeypatch.setattr(tune.os, "getpid", lambda: 2)
-    shared_2 = tune._sampler_seed(t, 0, 0, shared=True)
+    alone = trials._sampler_seed(t, 0, 0)
+    assert alone == trials._sampler_seed(t, 0, 0)  # a single process: from --seed and the trial count only
+    monkeypatch.setattr(trials.os, "getpid", lambda: 1)
+    shared_1 = trials._sampler_seed(t, 0, 0, shared=True)
+    monkeypatch.setattr(trials.os, "getpid", lambda: 2)
+    shared_2 = trials._sampler_seed(t, 0, 0, shared=True)
     assert len({alone, shared_1, shared_2}) == 3  # another process on the same journal draws other trials
-    assert tune._sampler_seed(t, 0, 0) == alone
-    two = tune.dataclasses.replace(t, workers=2)
-    assert tune._sampler_seed(two, 0, 0) == shared_2  # several workers: always per process
+    assert trials._sampler_seed(t, 0, 0) == alone
+    two = dataclasses.replace(t, processes=2)
+    assert trials._sampler_seed(two, 0, 0) == shared_2  # several processes: always per process
