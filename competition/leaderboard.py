@@ -192,6 +192,10 @@ def submission_rows(submissions: Path, workdir: Path) -> list[dict[str, Any]]:
         if run_dirs != {workdir.resolve()}:
             continue
         nested = m.get("oof_nested_macro_f1")
+        consensus = m.get("consensus") or {}
+        if consensus.get("applied") and consensus.get("oof_macro_f1_after") is not None:
+            # the written labels are the consensus ones: score the submission by them
+            nested = consensus["oof_macro_f1_after"]
         rows.append(
             {
                 "kind": "submission",

@@ -165,3 +165,18 @@ def test_sampler_seed_is_reproducible_alone_and_per_process_when_shared(tiny_src
     assert trials._sampler_seed(t, 0, 0) == alone
     two = dataclasses.replace(t, processes=2)
     assert trials._sampler_seed(two, 0, 0) == shared_2  # several processes: always per process
+
+
+def test_submission_scored_by_its_consensus_labels_when_applied(tmp_path):
+    from competition.leaderboard import submission_rows
+
+    workdir, subs = tmp_path / "folds", tmp_path / "subs"
+    subs.mkdir()
+    base = {"submission": "s.csv", "runs": [{"name": "r", "dir": str(workdir / "r")}], "oof_nested_macro_f1": 0.99}
+    (subs / "plain.json").write_text(json.dumps(base | {"submission": "plain.csv"}))
+    pooled = {"applied": True, "oof_macro_f1_before": 0.99, "oof_macro_f1_after": 1.0}
+    (subs / "pooled.json").write_text(json.dumps(base | {"submission": "pooled.csv", "consensus": pooled}))
+    off = {"applied": False, "oof_macro_f1_before": 0.99, "oof_macro_f1_after": None}
+    (subs / "off.json").write_text(json.dumps(base | {"submission": "off.csv", "consensus": off}))
+    scores = {r["submission"]: r["score"] for r in submission_rows(subs, workdir)}
+    assert scores == {"plain.csv": 0.99, "pooled.csv": 1.0, "off.csv": 0.99}
