@@ -125,7 +125,7 @@ def split_speakers(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(keep, held, cluster) row indices and each row's speaker-like cluster: ``n_held`` of ``k`` clusters,
     drawn by ``rng``, are held out, so no held-out speaker (nor recording) is heard in the training rows."""
-    cluster = speaker_clusters(audio, y, k, seed=0)  # the clusters do not depend on the seed; the choice does
+    cluster = speaker_clusters(audio, y, k, seed=0, spread=True)  # not seeded: the choice of clusters is
     chosen = rng.permutation(k)[:n_held]
     held = np.isin(cluster, chosen)
     return np.flatnonzero(~held), np.flatnonzero(held), cluster

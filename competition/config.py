@@ -22,7 +22,7 @@ from .errors import UserError
 # Keys that change how fast or where a run executes, never what it computes (on the same device).
 EXECUTION_KEYS = ("device", "workers", "models")
 # Keys one run shares across its models (the split, the model list, execution): not settable per model.
-RUN_KEYS = ("folds", "seed", "group_duplicates", "models", "device", "workers", "per_model")
+RUN_KEYS = ("folds", "seed", "group_duplicates", "split", "models", "device", "workers", "per_model")
 # The share-of-rows keys of the augmentations (see Config).
 AUGMENT_P_KEYS = (
     "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p"
@@ -35,6 +35,9 @@ class Config:
     folds: int = 5  # K of the stratified (grouped) K-fold split saved in <workdir>/folds.csv
     seed: int = 0  # seeds the split, every model's initialisation and its batch order
     group_duplicates: bool = True  # keep exact duplicate feature rows on one side of every split
+    # which rows share a fold (competition/splits.py): auto (cluster when adversarial validation finds the
+    # test audio unlike the training audio, else grouped), grouped, stratified or cluster (speaker-like)
+    split: str = "auto"
     models: list[str] = field(default_factory=lambda: ["fusion", "image", "audio"])
     # --- training recipe ---
     epochs: int = 6
@@ -99,6 +102,10 @@ class Config:
             (self.image_kernel % 2 == 1 and self.image_kernel > 0, "image_kernel must be odd (3, 5, 7)"),
             (self.audio_kernel % 2 == 1 and self.audio_kernel > 0, "audio_kernel must be odd (3, 5, 7)"),
             (self.schedule in ("onecycle", "constant"), "schedule must be 'onecycle' or 'constant'"),
+            (
+                self.split in ("auto", "grouped", "stratified", "cluster"),
+                "split must be auto/grouped/stratified/cluster",
+            ),
             (self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
             (self.workers >= 0, "workers must be >= 0"),
             (len(self.models) > 0, "models must name at least one model"),
