@@ -117,7 +117,7 @@ def adversarial_lines(result: dict[str, AdversarialResult]) -> list[str]:
     lines = []
     for m, r in result.items():
         lines.append(
-            f"adversarial validation - {m}: train vs test ROC AUC {r.auc:.2f} ± {r.auc_std:.2f} out of fold "
-            f"({r.rows} rows, duplicates grouped; 0.5 = the test rows look like the training rows)"
+            f"adversarial validation - {m}: train vs test AUC {r.auc:.2f} ± {r.auc_std:.2f} "
+            f"(out of fold, {r.rows} rows, duplicates grouped; 0.5 = alike)"
         )
     return lines
