@@ -68,7 +68,8 @@ def adversarial_validation(
     comp: Competition, max_rows: int = 6000, n_components: int = 16, folds: int = 5
 ) -> dict[str, AdversarialResult]:
     """Train-vs-test ROC AUC of the image rows, the audio rows and both together (single-threaded: the
-    same figures on every machine, and no OpenMP spinning on a busy one)."""
+    same figures on every machine, and no OpenMP spinning on a busy one); empty when either side has too few
+    distinct rows to score."""
     with threadpool_limits(1):
         return _adversarial_validation(comp, max_rows, n_components, folds)
 
@@ -88,6 +89,9 @@ def _adversarial_validation(comp: Competition, max_rows: int, n_components: int,
     }
     out = {}
     for m in MODALITIES:
+        side_groups = [len(np.unique(groups[m][is_test[rows] == side])) for side in (0, 1)]
+        if min(side_groups) < 2 * folds:  # too few distinct rows on one side to score a classifier
+            return {}
         auc, std, fold_aucs = adversarial_auc(reduced[m], is_test[rows], groups[m], folds)
         out[m] = AdversarialResult(m, auc, std, fold_aucs, len(rows))
     return out
@@ -100,7 +104,7 @@ def load_or_run(comp: Competition, workdir: Path) -> dict[str, AdversarialResult
         try:
             saved = json.loads(path.read_text())
             if saved.get("data_fingerprint") == comp.fingerprint:
-                return {m: AdversarialResult(**saved["modalities"][m]) for m in MODALITIES}
+                return {m: AdversarialResult(**r) for m, r in saved["modalities"].items()}
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             pass  # unreadable: compute it again
     result = adversarial_validation(comp)
@@ -114,6 +118,8 @@ def save(path: Path, comp: Competition, result: dict[str, AdversarialResult]) ->
 
 def adversarial_lines(result: dict[str, AdversarialResult]) -> list[str]:
     """One line per modality for cv's data summary."""
+    if not result:
+        return ["adversarial validation: skipped (fewer than 10 distinct training or test rows)"]
     lines = []
     for m, r in result.items():
         lines.append(

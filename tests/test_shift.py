@@ -1,6 +1,7 @@
 """Issue 15: adversarial validation, the shift-aware (speaker-cluster) split and auto's choice, the per-modality
 shift check of submit. Hand-made small data: synthetic "speakers" whose voice is an offset of the MFCC means."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -138,3 +139,10 @@ def test_per_modality_shift_check_leaves_nothing_out_when_either_side_could_have
     reads = {m: (m.split("/")[1],) for m in models}
     shifted = {frozenset((a, b)) for a in models[:2] for b in models[2:]}
     assert shifted_blocks(_pairs(models, shifted), reads) == []
+
+
+def test_too_few_test_rows_skip_adversarial_validation_and_auto_keeps_grouped(tmp_path):
+    comp = _competition([0, 1, 2, 3], [4, 5])
+    few = dataclasses.replace(comp, test_image=comp.test_image[:4], test_audio=comp.test_audio[:4])
+    assert adversarial_validation(few) == {}
+    assert load_or_make_folds(few, tmp_path, 3, 0, True, "auto").attrs["split"] == "grouped"
