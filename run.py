@@ -10,30 +10,29 @@ from competition.data import DEFAULT_DATA
 from competition.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 
 
-def add_config_flags(p: argparse.ArgumentParser) -> None:
+def add_recipe_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """The flags cv and tune share: the data, the workdir, the recipe and its most used keys."""
     p.add_argument("--data", default=str(DEFAULT_DATA), help="competition folder (default: the shipped data/wsd)")
-    p.add_argument("--workdir", default=None, help="artifact folder holding folds.csv and the runs (default: folds/)")
+    p.add_argument(
+        "--workdir", default=None, help=f"artifact folder holding folds.csv and the {what} (default: folds/)"
+    )
     p.add_argument("--config", default=None, help="TOML recipe (default: configs/default.toml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     p.add_argument("--folds", type=int, help="K of the K-fold split")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--epochs", type=int, help="training epochs")
-    p.add_argument("--models", help="comma-separated models, e.g. fusion,image,audio")
+    p.add_argument("--seed", type=int, help="random seed (the split, the models and, in tune, the sampler)")
+    p.add_argument("--epochs", type=int, help="training epochs (per fold)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train")
+
+
+def add_cv_flags(p: argparse.ArgumentParser) -> None:
+    add_recipe_flags(p, "runs")
+    p.add_argument("--models", help="comma-separated models, e.g. fusion,image,audio")
     p.add_argument("--workers", type=int, help="parallel training processes (0 = auto)")
+    p.add_argument("--run", default=None, help="run name under the workdir (default: the config's name)")
 
 
 def add_tune_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="competition folder (default: the shipped data/wsd)")
-    p.add_argument(
-        "--workdir", default=None, help="artifact folder holding folds.csv and the studies (default: folds/)"
-    )
-    p.add_argument("--config", default=None, help="base TOML recipe (default: configs/default.toml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a base config key")
-    p.add_argument("--folds", type=int, help="K of the saved K-fold split")
-    p.add_argument("--seed", type=int, help="random seed (split, models, sampler)")
-    p.add_argument("--epochs", type=int, help="training epochs per fold (fewer: a quicker, rougher search)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train")
+    add_recipe_flags(p, "studies")
     p.add_argument("--model", default="fusion", help="the model to tune (default: fusion)")
     p.add_argument("--space", default=None, help="search space TOML (default: configs/search.toml)")
     p.add_argument("--study", default=None, help="study name (default: <model>-<config name>)")
@@ -42,8 +41,10 @@ def add_tune_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--trials", type=int, default=20, help="finished trials the study should have (default: 20)")
     p.add_argument("--timeout", type=float, default=None, help="start no new trial after this many seconds")
-    p.add_argument("--workers", dest="tune_workers", metavar="N", type=int, default=1, help="parallel trial processes")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: 1, as in cv)")
+    p.add_argument(
+        "--workers", dest="trial_processes", metavar="N", type=int, default=1, help="parallel trial processes"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch threads per trial process (default: 1, as in cv)")
     p.add_argument("--trial-folds", type=int, default=None, help="evaluate only the first N folds per trial")
     p.add_argument("--no-prune", action="store_true", help="train every fold of every trial")
     p.add_argument("--out", default=None, help="best config file (default: configs/tuned-<study>.toml)")
@@ -53,8 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.py", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     cv = sub.add_parser("cv", help="stratified K-fold CV of the fusion model and the unimodal baselines")
-    add_config_flags(cv)
-    cv.add_argument("--run", default=None, help="run name under the workdir (default: the config's name)")
+    add_cv_flags(cv)
     tune = sub.add_parser("tune", help="Optuna search over a model's hyperparameters on the saved folds")
     add_tune_flags(tune)
     submit = sub.add_parser("submit", help="blend cv runs' fold predictions into a validated submission CSV")
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--keep-shifted",
         action="store_true",
-        help="blend a model even when its test predictions part from every other model's (see README)",
+        help="blend a model even when its test predictions part from every other model's (see docs/submit.md)",
     )
     submit.add_argument("--rounds", type=int, default=25, help="greedy ensemble selection steps (default 25)")
     submit.add_argument("--name", default=None, help="submission file name (default: <runs>-<blend>)")

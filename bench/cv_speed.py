@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,13 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from competition.config import CONFIG_DIR, load_config  # noqa: E402
-from competition.cv import run_cv  # noqa: E402
-from competition.data import DEFAULT_DATA, duplicate_groups, fit_audio_scaler, load_competition  # noqa: E402
-from competition.folds import make_folds  # noqa: E402
-from competition.training import Learner  # noqa: E402
+from competition.config import CONFIG_DIR, load_config
+from competition.cv import run_cv
+from competition.data import DEFAULT_DATA, duplicate_groups, fit_audio_scaler, load_competition
+from competition.folds import make_folds
+from competition.training import Learner
 
 
 def epoch_seconds(cfg, model, image, audio, y) -> float:

@@ -33,18 +33,14 @@ from __future__ import annotations
 
 import argparse
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from competition.artifacts import write_bytes, write_json, write_text  # noqa: E402
-from competition.data import DEFAULT_DATA, FILES, duplicate_groups, duplicate_ids  # noqa: E402
-from competition.models import IMAGE_SIDE  # noqa: E402
-from competition.speakers import speaker_clusters  # noqa: E402
+from competition.artifacts import write_bytes, write_json, write_text
+from competition.data import DEFAULT_DATA, FILES, IMAGE_SIDE, duplicate_groups, duplicate_ids
+from competition.speakers import speaker_clusters
 
 
 def noisy_audio(

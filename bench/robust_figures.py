@@ -12,16 +12,13 @@ rows only; the held-out rows are never used to fit anything.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from competition.blend import (  # noqa: E402
+from competition.blend import (
     agreement_shift,
     blend_models,
     combine,
@@ -29,9 +26,9 @@ from competition.blend import (  # noqa: E402
     odd_ones_out,
     to_space,
 )
-from competition.data import load_competition  # noqa: E402
-from competition.metrics import macro_f1  # noqa: E402
-from competition.submission import load_runs  # noqa: E402
+from competition.data import load_competition
+from competition.metrics import macro_f1
+from competition.runs import load_runs
 
 
 def run_scores(run, comp, holdout: pd.DataFrame | None, keep_shifted: bool) -> tuple[dict, dict, list[str], str]:

@@ -12,19 +12,16 @@ the study's epochs. Writes the figures to ``bench/results/tune_study-<full|quick
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from competition.artifacts import write_json  # noqa: E402
-from competition.config import CONFIG_DIR, load_config  # noqa: E402
-from competition.cv import run_cv  # noqa: E402
-from competition.data import DEFAULT_DATA, load_competition, write_subset  # noqa: E402
-from competition.folds import load_or_make_folds  # noqa: E402
-from competition.tune import SPACE_PATH, Tuning, load_space, run_tune, write_best_config  # noqa: E402
+from competition.artifacts import write_json
+from competition.config import CONFIG_DIR, load_config
+from competition.cv import run_cv
+from competition.data import DEFAULT_DATA, load_competition, write_subset
+from competition.folds import load_or_make_folds
+from competition.tune import SPACE_PATH, Tuning, load_space, run_tune, write_best_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -64,8 +61,8 @@ def main() -> None:
         for prune in (True, False):
             name = f"{args.model}-{'pruned' if prune else 'unpruned'}"
             t = Tuning(
-                data_dir=data, workdir=workdir, cfg=base, model=args.model, study=name, storage=None, space=space,
-                trial_folds=folds, trials=args.trials, prune=prune, workers=args.workers,
+                data_dir=data, workdir=workdir, cfg=base, model=args.model, study=name, storage=None,
+                search_space=space, trial_folds=folds, trials=args.trials, prune=prune, processes=args.workers,
             )  # fmt: skip
             start = time.perf_counter()
             study = run_tune(t)

@@ -15,7 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from .config import Config
-from .models import IMAGE_SIDE
+from .data import IMAGE_SIDE
 
 AUDIO_FRAMES, AUDIO_COEFS = 39, 13  # AUDIO_WIDTH = 507 values, frame-major
 

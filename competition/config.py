@@ -19,10 +19,31 @@ import tomllib
 
 from .errors import UserError
 
-# Keys that change how fast or where a run executes, never what it computes (on the same device).
-EXECUTION_KEYS = ("device", "workers", "models")
-# Keys one run shares across its models (the split, the model list, execution): not settable per model.
-RUN_KEYS = ("folds", "seed", "group_duplicates", "split", "models", "device", "workers", "per_model")
+# The config keys with a role beyond "a recipe key", and their roles: the one list the key groups below come from.
+#   run: shared by every model of a run (the split, the model list, execution): not settable per model, not tuned;
+#   execution: changes how fast or where a run executes, never what it computes (on the same device);
+#   flag: has its own command-line flag (--folds, --seed, ...), besides --set.
+KEY_ROLES: dict[str, tuple[str, ...]] = {
+    "folds": ("run", "flag"),
+    "seed": ("run", "flag"),
+    "group_duplicates": ("run",),
+    "split": ("run",),
+    "epochs": ("flag",),
+    "models": ("run", "execution", "flag"),
+    "device": ("run", "execution", "flag"),
+    "workers": ("run", "execution", "flag"),
+    "per_model": ("run",),
+}
+
+
+def _keys_with(role: str) -> tuple[str, ...]:
+    return tuple(k for k, roles in KEY_ROLES.items() if role in roles)
+
+
+RUN_KEYS = _keys_with("run")
+EXECUTION_KEYS = _keys_with("execution")
+FLAG_KEYS = _keys_with("flag")
+NOT_TUNABLE = RUN_KEYS  # a search may not change the split every trial shares, nor execution
 # The share-of-rows keys of the augmentations (see Config).
 AUGMENT_P_KEYS = (
     "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p"
@@ -248,11 +269,11 @@ def to_toml(values: dict[str, Any]) -> str:
 
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-FLAG_KEYS = ("folds", "seed", "epochs", "models", "device", "workers")
 
 
-def config_from_args(args) -> tuple[Config, str]:
-    """The resolved config of a command line and its default run name.
+def config_from_args(args, models: str | None = None) -> tuple[Config, str]:
+    """The resolved config of a command line and its default run name; ``models`` (e.g. the one model
+    ``tune`` searches) replaces the ``--models`` flag.
 
     The run name is the config file's name, plus the config's fingerprint when flags changed a key
     that changes the results, so that a rerun of the same command resumes and another recipe never
@@ -264,6 +285,8 @@ def config_from_args(args) -> tuple[Config, str]:
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = value
+    if models is not None:
+        overrides["models"] = models
     cfg = load_config(path, overrides)
     base = load_config(path)
     name = path.stem if cfg.result_dict() == base.result_dict() else f"{path.stem}-{cfg.fingerprint()}"

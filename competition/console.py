@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from .runs import UnitResult
 
 # Logs and pipes get 120 columns rather than rich's 80, so the per-fold tables are never truncated.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
@@ -46,13 +50,13 @@ class CVProgress:
         self.progress.update(self.units[key], advance=1, description=desc)
         self.progress.advance(self.overall)
 
-    def unit_done(self, model: str, fold: int, result: dict) -> None:
+    def unit_trained(self, model: str, fold: int, result: UnitResult) -> None:
         task = self.units.pop((model, fold), None)
         if task is not None:
             self.progress.remove_task(task)
         self.progress.console.print(
-            f"  [green]done[/] {model:<8} fold {fold}  macro-F1 {result['macro_f1']:.4f}  "
-            f"acc {result['accuracy']:.4f}  {result['seconds']:.0f}s"
+            f"  [green]done[/] {model:<8} fold {fold}  macro-F1 {result.macro_f1:.4f}  "
+            f"acc {result.accuracy:.4f}  {result.seconds:.0f}s"
         )
 
 

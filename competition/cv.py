@@ -1,15 +1,11 @@
 """Cross-validation: train every (model, fold) unit on the saved split, keep its out-of-fold and test logits,
-history and weights under ``<workdir>/<run>/``, resume finished units, and score out-of-fold macro-F1.
-
-Layout of a run: ``config.json`` (resolved config + data and split fingerprints), ``environment.json``,
-``<model>/fold<k>.npz`` (val_idx, oof_logits, test_logits; written last, so it marks the unit done),
-``<model>/fold<k>.pt`` (weights + audio scaler), ``<model>/fold<k>_history.csv``, ``scores.csv``, ``summary.json``.
+history and weights in the run folder (its layout: ``runs.py``), resume finished units, and score out-of-fold
+macro-F1. The ``cv`` command.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import os
 import queue
 import threading
@@ -26,12 +22,21 @@ from .artifacts import environment, write_json, write_npz, write_text, write_tor
 from .config import Config
 from .console import CVProgress, console, cv_table, duplicates_line
 from .data import Competition, duplicate_summary, fit_audio_scaler, load_competition
-from .errors import UserError
 from .folds import load_or_make_folds
 from .metrics import scores
+from .runs import (
+    DEFAULT_WORKDIR,
+    UnitResult,
+    check_resumable,
+    checkpoint_path,
+    history_path,
+    load_run,
+    split_fingerprint,
+    unit_finished,
+    unit_path,
+    write_run_config,
+)
 from .training import Learner, model_kwargs, resolve_device
-
-DEFAULT_WORKDIR = Path(__file__).resolve().parent.parent / "folds"
 
 
 def unit_seed(seed: int, model: str, fold: int) -> int:
@@ -39,25 +44,10 @@ def unit_seed(seed: int, model: str, fold: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(model.encode()) + 7919 * fold) % 2**31
 
 
-def unit_path(run_dir: Path, model: str, fold: int) -> Path:
-    return run_dir / model / f"fold{fold}.npz"
-
-
-def unit_done(run_dir: Path, model: str, fold: int) -> bool:
-    path = unit_path(run_dir, model, fold)
-    if not path.exists():
-        return False
-    try:
-        with np.load(path) as z:
-            return {"val_idx", "oof_logits", "test_logits"} <= set(z.files)
-    except (OSError, ValueError):
-        return False  # unreadable: train the unit again
-
-
 def train_unit(
     comp: Competition, fold_of: np.ndarray, cfg: Config, model: str, fold: int, run_dir: Path,
     device: str, threads: int, events=None,
-) -> dict:  # fmt: skip
+) -> UnitResult:  # fmt: skip
     """Train one model on one fold and write its artifacts; returns the fold's scores and time."""
     import torch
 
@@ -78,89 +68,22 @@ def train_unit(
     oof = learner.val_logits_  # (n_val, 10), from the final epoch's validation pass
     test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
     seconds = time.perf_counter() - t0
-    out = run_dir / model
-    write_text(out / f"fold{fold}_history.csv", pd.DataFrame(learner.history_).to_csv(index=False))
+    write_text(history_path(run_dir, model, fold), pd.DataFrame(learner.history_).to_csv(index=False))
     write_torch(
-        out / f"fold{fold}.pt",
+        checkpoint_path(run_dir, model, fold),
         {
             "model": model,
+            "config": cfg.to_dict(),  # the resolved recipe this unit trained with (nanoGPT keeps it likewise)
             "hparams": model_kwargs(model, cfg),
             "state_dict": {k: v.cpu() for k, v in learner.model_.state_dict().items()},
             "audio_mean": scaler.mean_,
             "audio_scale": scaler.scale_,
         },
     )
-    result = {"model": model, "fold": fold, **scores(comp.y[va], oof), "seconds": seconds, "epochs": cfg.epochs}
+    result = UnitResult(model, fold, **scores(comp.y[va], oof), seconds=seconds, epochs=cfg.epochs)
     # Written last: its presence marks the unit finished.
-    write_npz(unit_path(run_dir, model, fold), val_idx=va, oof_logits=oof, test_logits=test, result=json.dumps(result))
+    write_npz(unit_path(run_dir, model, fold), val_idx=va, oof_logits=oof, test_logits=test, result=result.to_json())
     return result
-
-
-def split_fingerprint(fold_of: np.ndarray) -> str:
-    return hashlib.sha256(fold_of.astype(np.int64).tobytes()).hexdigest()[:16]
-
-
-def _check_run(run_dir: Path, cfg: Config, comp: Competition, split_fp: str) -> None:
-    """A run directory holds one recipe on one data folder and split: refuse to mix, never overwrite."""
-    path = run_dir / "config.json"
-    if not path.exists():
-        return
-    saved = json.loads(path.read_text())
-    # A key added to Config after the run was made defaults to "off", which is what the run computed.
-    before = Config().to_dict() | saved["config"]
-    diffs = [f"{k}: {before[k]!r} -> {v!r}" for k, v in cfg.result_dict().items() if before[k] != v]
-    if saved.get("data_fingerprint") != comp.fingerprint:
-        diffs.append("data folder contents differ")
-    if saved.get("split_fingerprint") != split_fp:
-        diffs.append("fold split differs")
-    if diffs:
-        raise UserError(
-            f"{path}: run {run_dir.name!r} was made with other settings ({'; '.join(diffs)}); "
-            f"fix: pass --run NEW_NAME, or delete {run_dir} to start it over"
-        )
-
-
-# --- finding runs: shared by submit, report and tune ---------------------------------------------------
-
-
-def read_run_config(run_dir: Path) -> dict:
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: not a cv run (no config.json); fix: pass --run with a run made by `run.py cv`")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        meta = {"error": str(e)}
-    if not isinstance(meta.get("config"), dict) or not {"folds", "models"} <= meta["config"].keys():
-        raise UserError(f"{path}: unreadable run config; fix: rerun `run.py cv --run {run_dir.name}`")
-    return meta
-
-
-def missing_folds(run_dir: Path, meta: dict) -> dict[str, list[int]]:
-    k = meta["config"]["folds"]
-    out = {m: [f for f in range(k) if not unit_path(run_dir, m, f).is_file()] for m in meta["config"]["models"]}
-    return {m: f for m, f in out.items() if f}
-
-
-def latest_run(workdir: Path) -> str:
-    """The run under ``workdir`` whose every model has every fold, with the newest fold file."""
-    if not workdir.is_dir():
-        raise UserError(f"{workdir}: workdir not found; fix: run `run.py cv` first or pass --workdir DIR")
-    finished, unfinished = [], []
-    for run_dir in sorted(p for p in workdir.iterdir() if (p / "config.json").is_file()):
-        try:
-            meta = read_run_config(run_dir)
-        except UserError:
-            continue
-        if missing_folds(run_dir, meta):
-            unfinished.append(run_dir.name)
-            continue
-        newest = max((p.stat().st_mtime for p in run_dir.glob("*/fold*.npz")), default=0.0)
-        finished.append((newest, run_dir.name))
-    if not finished:
-        what = f"only unfinished runs ({', '.join(unfinished)})" if unfinished else "no cv runs"
-        raise UserError(f"{workdir}: {what}; fix: finish one with `run.py cv`, or pass --run NAME / --workdir DIR")
-    return max(finished)[1]
 
 
 @dataclass
@@ -168,26 +91,6 @@ class CVResult:
     run_dir: Path
     per_fold: pd.DataFrame  # model, fold, macro_f1, accuracy, seconds, epochs
     oof: pd.DataFrame  # index model: macro_f1, accuracy (over all training rows)
-
-
-def load_run(run_dir: Path, n_train: int, models: list[str] | None = None) -> dict[str, dict]:
-    """Every finished model of a run: ``{model: {"oof": (N, 10), "test": (K, M, 10), "folds": [...]}}``."""
-    out = {}
-    for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        if models is not None and model_dir.name not in models:
-            continue
-        files = sorted(model_dir.glob("fold*.npz"), key=lambda p: int(p.stem[4:]))
-        if not files:
-            continue
-        oof = np.full((n_train, 10), np.nan, dtype=np.float32)
-        tests, results = [], []
-        for f in files:
-            with np.load(f) as z:
-                oof[z["val_idx"]] = z["oof_logits"]
-                tests.append(z["test_logits"])
-                results.append(json.loads(str(z["result"])))
-        out[model_dir.name] = {"oof": oof, "test": np.stack(tests), "folds": results}
-    return out
 
 
 def run_cv(
@@ -209,28 +112,16 @@ def run_cv(
     fold_of = split["fold"].to_numpy()
     split_fp = split_fingerprint(fold_of)
     run_dir = workdir / run_name
-    _check_run(run_dir, cfg, comp, split_fp)
+    saved = check_resumable(run_dir, cfg, comp, split_fp)
     adversarial.save(run_dir / "adversarial.json", comp, adv)
-    saved_models = []
-    if (run_dir / "config.json").exists():
-        saved_models = json.loads((run_dir / "config.json").read_text())["config"].get("models", [])
-    run_cfg = cfg.to_dict() | {"models": sorted(set(saved_models) | set(cfg.models))}
-    write_json(
-        run_dir / "config.json",
-        {
-            "config": run_cfg,
-            "data": str(comp.root),
-            "data_fingerprint": comp.fingerprint,
-            "split_fingerprint": split_fp,
-            "split": split.attrs["split"],
-        },
-    )
+    saved_models = saved["config"].get("models", []) if saved else []
+    write_run_config(run_dir, cfg.to_dict() | {"models": sorted(set(saved_models) | set(cfg.models))}, comp, split_fp)
     write_json(run_dir / "environment.json", environment(device, cfg.seed))
 
     # Costliest models first (parameter count as the proxy), so the parallel workers end together
     # instead of one finishing a long unit alone.
     by_cost = sorted(cfg.models, key=_parameter_count, reverse=True)
-    todo = [(m, k) for m in by_cost for k in range(cfg.folds) if not unit_done(run_dir, m, k)]
+    todo = [(m, k) for m in by_cost for k in range(cfg.folds) if not unit_finished(run_dir, m, k)]
     n_done = len(cfg.models) * cfg.folds - len(todo)
     if not quiet:
         grouped = {"grouped": "grouped by duplicates", "stratified": "not grouped"}.get(split.attrs["split"], "")
@@ -269,7 +160,7 @@ def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
             for model, fold in todo:
                 sink = _DirectSink(progress)
                 result = train_unit(comp, fold_of, cfg, model, fold, run_dir, device, threads, sink)
-                progress.unit_done(model, fold, result)
+                progress.unit_trained(model, fold, result)
             return
         import multiprocessing
 
@@ -296,7 +187,7 @@ def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
                     delayed(train_unit)(comp, fold_of, cfg, m, k, run_dir, device, threads, events) for m, k in todo
                 )
                 for result in jobs:
-                    progress.unit_done(result["model"], result["fold"], result)
+                    progress.unit_trained(result.model, result.fold, result)
             finally:
                 stop.set()
                 drainer.join(timeout=2)
@@ -323,18 +214,18 @@ class _Null:
     def epoch(self, *a) -> None:
         pass
 
-    def unit_done(self, *a) -> None:
+    def unit_trained(self, *a) -> None:
         pass
 
 
 def summarise(run_dir: Path, comp: Competition, cfg: Config, quiet: bool = False) -> CVResult:
     """Per-fold and out-of-fold scores of the run's models; writes scores.csv, summary.json and prints a table."""
-    runs = load_run(run_dir, comp.n_train, cfg.models)
-    per_fold = pd.DataFrame([r for m in cfg.models if m in runs for r in runs[m]["folds"]])
+    run = load_run(run_dir, comp.n_train, cfg.models)
+    per_fold = pd.DataFrame([dataclasses.asdict(r) for m in cfg.models if m in run.folds for r in run.folds[m]])
     oof_rows = {}
     for m in cfg.models:
-        if m in runs and len(runs[m]["folds"]) == cfg.folds:
-            oof_rows[m] = scores(comp.y, runs[m]["oof"])  # f1_score(average="macro") over all training rows
+        if m in run.folds and len(run.folds[m]) == cfg.folds:
+            oof_rows[m] = scores(comp.y, run.oof[m])  # f1_score(average="macro") over all training rows
     oof = pd.DataFrame.from_dict(oof_rows, orient="index", columns=["macro_f1", "accuracy"])
     write_text(run_dir / "scores.csv", per_fold.to_csv(index=False))
     write_json(run_dir / "summary.json", {"oof": oof_rows, "per_fold": per_fold.to_dict(orient="records")})

@@ -19,7 +19,12 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.preprocessing import StandardScaler
 
 from .errors import UserError
-from .models import AUDIO_WIDTH, IMAGE_WIDTH, N_CLASSES
+
+# The shapes of the competition's arrays (the models are built for them).
+IMAGE_SIDE = 28
+IMAGE_WIDTH = IMAGE_SIDE * IMAGE_SIDE  # 784 pixels
+AUDIO_WIDTH = 507  # 39 frames x 13 MFCC coefficients, frame-major
+N_CLASSES = 10
 
 FILES = ("x_train_wr.npy", "x_train_sp.npy", "y_train.csv", "x_test_wr.npy", "x_test_sp.npy", "sample_submission.csv")
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "wsd"

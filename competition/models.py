@@ -14,10 +14,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-IMAGE_SIDE = 28
-IMAGE_WIDTH = IMAGE_SIDE * IMAGE_SIDE  # 784 pixels
-AUDIO_WIDTH = 507  # 39 frames x 13 MFCC coefficients, frame-major
-N_CLASSES = 10
+from .data import AUDIO_WIDTH, IMAGE_SIDE, IMAGE_WIDTH, N_CLASSES  # noqa: F401 (re-exported)
+
 EMBED_DIM = 64
 
 
@@ -300,7 +298,7 @@ def list_models() -> list[str]:
 
 
 def model_hparams(name: str) -> list[str]:
-    """The constructor arguments a model accepts (what ``--set model.<name>...`` may tune)."""
+    """The constructor arguments a model accepts; the config keys of the same names set them (``model_kwargs``)."""
     import inspect
 
     factory = get_factory(name)

@@ -1,13 +1,13 @@
-"""Submission: load finished cv runs (checked for one data folder, one split, all folds), blend them, write the
-submission CSV in the sample submission's exact format with its probabilities and manifest, validate it, and
-score a submission against a labelled holdout. The ``submit`` and ``score`` commands.
+"""Submission: blend finished cv runs (loaded and checked for one data folder, one split and every fold by
+``runs.load_runs``), write the submission CSV in the sample submission's exact format with its probabilities
+and manifest, validate it, and score a submission against a labelled holdout. The ``submit`` and ``score``
+commands.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,114 +18,12 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from .artifacts import environment, write_json, write_npz, write_text
 from .blend import BLENDS, SPACES, Agreement, BlendResult, agreement_shift, blend_models, shifted_blocks
 from .console import console
-from .cv import DEFAULT_WORKDIR, latest_run, missing_folds, read_run_config, split_fingerprint, unit_path
-from .data import Competition, load_competition
+from .data import N_CLASSES, Competition, load_competition
 from .errors import UserError
 from .metrics import accuracy, macro_f1
-from .models import N_CLASSES
+from .runs import DEFAULT_WORKDIR, Run, latest_run, load_runs
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "submissions"
-
-
-@dataclass
-class Run:
-    """One finished cv run: its config.json and, per model, out-of-fold (N, 10) and fold test (K, M, 10) logits."""
-
-    name: str
-    dir: Path
-    meta: dict  # config.json: config, data, data_fingerprint, split_fingerprint
-    oof: dict[str, np.ndarray]
-    test: dict[str, np.ndarray]
-    fold_of: np.ndarray  # (N,) the fold of each training row, from the saved val_idx
-
-
-# --- finding and loading runs ---------------------------------------------------------------------------
-
-
-def load_run_checked(run_dir: Path, comp: Competition, models: list[str] | None = None) -> Run:
-    """Load a run's models, checking every fold exists and every array has the shape the data calls for."""
-    meta = read_run_config(run_dir)
-    names = [m for m in meta["config"]["models"] if models is None or m in models]
-    missing = {m: f for m, f in missing_folds(run_dir, meta).items() if m in names}
-    if missing:
-        m, f = next(iter(missing.items()))
-        raise UserError(
-            f"{run_dir / m}: fold(s) {','.join(map(str, f))} of {meta['config']['folds']} missing; fix: finish the "
-            f"run with `run.py cv --run {run_dir.name}` (same flags), or leave the model out with --models"
-        )
-    n, k = comp.n_train, meta["config"]["folds"]
-    oof, test, fold_of = {}, {}, None
-    for m in names:
-        m_fold = np.full(n, -1, dtype=np.int64)
-        m_oof = np.zeros((n, N_CLASSES), dtype=np.float32)
-        tests = []
-        for f in range(k):
-            path = unit_path(run_dir, m, f)
-            try:
-                with np.load(path) as z:
-                    val_idx, o, t = z["val_idx"], z["oof_logits"], z["test_logits"]
-            except (OSError, ValueError, KeyError) as e:
-                raise UserError(f"{path}: unreadable fold file ({e}); fix: delete it and rerun `run.py cv`") from None
-            if t.shape != (comp.n_test, N_CLASSES):
-                raise UserError(
-                    f"{path}: test predictions have shape {t.shape}, expected ({comp.n_test}, {N_CLASSES}) for the "
-                    f"rows of {comp.root / 'sample_submission.csv'}; fix: pass the --data the run was made on"
-                )
-            if o.shape != (len(val_idx), N_CLASSES) or val_idx.min(initial=0) < 0 or val_idx.max(initial=0) >= n:
-                raise UserError(
-                    f"{path}: out-of-fold predictions {o.shape} do not fit {len(val_idx)} validation rows of "
-                    f"{n} training rows; fix: delete it and rerun `run.py cv --run {run_dir.name}`"
-                )
-            if not (np.isfinite(o).all() and np.isfinite(t).all()):
-                raise UserError(f"{path}: NaN/inf predictions (a diverged model); fix: delete it and rerun the fold")
-            if (m_fold[val_idx] != -1).any():
-                raise UserError(f"{path}: validation rows overlap another fold's; fix: rerun the run in a new workdir")
-            m_fold[val_idx] = f
-            m_oof[val_idx] = o
-            tests.append(t)
-        if (m_fold == -1).any() or split_fingerprint(m_fold) != meta.get("split_fingerprint"):
-            raise UserError(
-                f"{run_dir / m}: its folds' validation rows are not the run's saved split; "
-                f"fix: rerun `run.py cv --run {run_dir.name}` in a clean workdir"
-            )
-        fold_of = m_fold
-        oof[m], test[m] = m_oof, np.stack(tests)
-    return Run(run_dir.name, run_dir, meta, oof, test, fold_of)
-
-
-def load_runs(workdir: Path, names: list[str], comp: Competition, models: list[str] | None) -> list[Run]:
-    """Load several runs, refusing runs made on different data folders or different fold assignments."""
-    if len(set(names)) != len(names):
-        raise UserError(f"--run: a run is named twice ({', '.join(names)}); fix: name each run once")
-    dirs = [workdir / n for n in names]
-    for d in dirs:
-        if not d.is_dir():
-            raise UserError(f"{d}: run not found; fix: pass --run with a folder under --workdir {workdir}")
-    metas = [read_run_config(d) for d in dirs]
-    for key, what in [("data_fingerprint", "data folders"), ("split_fingerprint", "fold assignments")]:
-        values = {n: m.get(key) for n, m in zip(names, metas, strict=True)}
-        if len(set(values.values())) > 1:
-            detail = ", ".join(f"{n}: {v}" for n, v in values.items())
-            raise UserError(
-                f"--run: runs were made on different {what} ({key} {detail}); "
-                "fix: blend only runs of one data folder and one workdir split"
-            )
-    if metas[0].get("data_fingerprint") != comp.fingerprint:
-        raise UserError(
-            f"{dirs[0] / 'config.json'}: run was made on data {metas[0].get('data')} "
-            f"(fingerprint {metas[0].get('data_fingerprint')}), not --data {comp.root} ({comp.fingerprint}); "
-            "fix: pass the --data the run was made on"
-        )
-    # --models items are "model" (in every run) or "run/model"
-    split = [m.rpartition("/")[::2] for m in models or []]
-    runs = []
-    for d in dirs:
-        wanted = None if models is None else [model for run, model in split if run in ("", d.name)]
-        runs.append(load_run_checked(d, comp, wanted))
-    for item, (run, model) in zip(models or [], split, strict=True):
-        if not any(model in r.oof and run in ("", r.name) for r in runs):
-            raise UserError(f"--models: {item!r} is not a model of run(s) {', '.join(names)}; fix the name")
-    return [r for r in runs if r.oof]  # a run all of whose models --models left out takes no part
 
 
 # --- writing and validating the submission ---------------------------------------------------------------

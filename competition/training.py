@@ -6,7 +6,6 @@ epoch, Adam(W) with an optional one-cycle schedule, and a validation pass per ep
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import numpy as np
@@ -126,20 +125,3 @@ class Learner:
             out.append(model(img, aud).float().cpu())
         model.train(was_training)
         return torch.cat(out).numpy()
-
-    @torch.no_grad()
-    def embed(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
-        """(N, D) embeddings from ``forward_features`` (eval mode)."""
-        model = self.model_
-        model.eval()
-        out = [
-            model.forward_features(*self._tensors(image[i : i + EVAL_BATCH], audio[i : i + EVAL_BATCH])).cpu()
-            for i in range(0, len(image), EVAL_BATCH)
-        ]
-        return torch.cat(out).numpy()
-
-
-def set_threads(n: int | None = None) -> None:
-    """Pin torch's intra-op threads (one per worker process when folds run in parallel)."""
-    n = n or os.cpu_count() or 1
-    torch.set_num_threads(n)

@@ -5,14 +5,30 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from competition.data import DEFAULT_DATA, FILES, write_subset
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository: where run.py is
+
+
+def one_hot_logits(labels: np.ndarray, margin: float) -> np.ndarray:
+    """Logits that put ``margin`` on each row's label and 0 elsewhere."""
+    out = np.zeros((len(labels), 10))
+    out[np.arange(len(labels)), labels] = margin
+    return out
 
 
 def make_competition(dest: Path, n_train: int = 240, n_test: int = 60, src: Path = DEFAULT_DATA) -> Path:
     """The first rows of the shipped competition in ``dest`` (same layout, same dtypes)."""
     return write_subset(dest, n_train, n_test, src)
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    """The repository root, the working directory of ``run.py`` subprocesses."""
+    return ROOT
 
 
 @pytest.fixture(scope="session")

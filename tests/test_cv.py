@@ -20,8 +20,8 @@ from competition import cv
 from competition.config import load_config
 from competition.data import load_competition
 from competition.errors import UserError
+from competition.runs import load_run
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = {"epochs": 1, "folds": 2, "batch_size": 32, "workers": 1}
 
 
@@ -30,13 +30,13 @@ def tiny_cfg(**kw):
 
 
 def oof_of(run_dir: Path, n: int) -> dict[str, np.ndarray]:
-    return {m: r["oof"] for m, r in cv.load_run(run_dir, n).items()}
+    return load_run(run_dir, n).oof
 
 
-def test_cli_cv_end_to_end(tiny_data, tmp_path):
+def test_cli_cv_end_to_end(tiny_data, tmp_path, root):
     wd = tmp_path / "wd"
     args = ["--data", str(tiny_data), "--workdir", str(wd), "--folds", "2", "--epochs", "1", "--run", "e2e"]
-    proc = subprocess.run([sys.executable, "run.py", "cv", *args], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "run.py", "cv", *args], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "OOF F1" in proc.stdout and "audio: 240 rows" in proc.stdout
     run = wd / "e2e"
@@ -59,13 +59,13 @@ def test_cli_cv_end_to_end(tiny_data, tmp_path):
     assert (wd / "folds.csv").exists()
     assert not list(run.rglob("*.tmp"))
     # every training row has exactly one out-of-fold prediction
-    runs = cv.load_run(run, 240)
-    assert all(not np.isnan(r["oof"]).any() and r["test"].shape == (2, 60, 10) for r in runs.values())
+    loaded = load_run(run, 240)
+    assert all(not np.isnan(loaded.oof[m]).any() and loaded.test[m].shape == (2, 60, 10) for m in loaded.models)
 
 
-def test_unknown_override_is_exit_2(tiny_data, tmp_path):
+def test_unknown_override_is_exit_2(tiny_data, tmp_path, root):
     args = ["--data", str(tiny_data), "--workdir", str(tmp_path), "--set", "learning_rate=1"]
-    proc = subprocess.run([sys.executable, "run.py", "cv", *args], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "run.py", "cv", *args], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 2 and "unknown config key 'learning_rate'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -135,12 +135,12 @@ def test_rerun_with_other_settings_is_refused(tiny_data, tmp_path):
     assert set(result.oof.index) == {"image", "audio"}
 
 
-def test_ctrl_c_on_the_cli_keeps_finished_units(tiny_data, tmp_path):
+def test_ctrl_c_on_the_cli_keeps_finished_units(tiny_data, tmp_path, root):
     wd = tmp_path / "wd"
     args = ["--data", str(tiny_data), "--workdir", str(wd), "--folds", "2", "--epochs", "10", "--run", "r"]
     proc = subprocess.Popen(
         [sys.executable, "run.py", "cv", *args, "--workers", "1"],
-        cwd=ROOT,
+        cwd=root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -20,8 +20,6 @@ from competition.data import (
 )
 from competition.errors import UserError
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def test_loads_tiny_competition(tiny_data):
     comp = load_competition(tiny_data)
@@ -136,11 +134,11 @@ def test_truncated_npy(tiny_data):
         load_competition(tiny_data)
 
 
-def test_cli_reports_one_line_and_exit_2(tiny_data, tmp_path):
+def test_cli_reports_one_line_and_exit_2(tiny_data, tmp_path, root):
     _break(tiny_data, "y_train.csv", lambda d: d.assign(label=d.label.where(d.index != 0, 12)))
     proc = subprocess.run(
         [sys.executable, "run.py", "cv", "--data", str(tiny_data), "--workdir", str(tmp_path / "wd")],
-        cwd=ROOT,
+        cwd=root,
         capture_output=True,
         text=True,
     )

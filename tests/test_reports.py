@@ -135,7 +135,7 @@ def test_bad_input_is_one_line_and_exit_2(runs, tmp_path, capsys):
     other = make_competition(tmp_path / "other", n_train=100, n_test=20)
     assert main(["report", "--workdir", str(runs), "--run", "full", "--data", str(other)]) == 2
     err = capsys.readouterr().err
-    assert "not the data run 'full' was trained on" in err and err.count("\n") == 1
+    assert "run 'full' was made on data" in err and err.count("\n") == 1
     assert main(["report", "--workdir", str(runs), "--run", "full", "--max-rows", "5"]) == 2
     assert "--max-rows 5" in capsys.readouterr().err
     assert main(["report", "--workdir", str(runs), "--run", "full", "--max-rows", "40"]) == 2  # 20 rows a fold

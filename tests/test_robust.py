@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ROOT
 from torch import nn
 
 from competition import augment, cv, training
@@ -21,7 +22,6 @@ from competition.data import duplicate_ids, load_competition
 from competition.errors import UserError
 from competition.models import create_model, model_hparams
 
-ROOT = Path(__file__).resolve().parent.parent
 IMAGE_TRANSFORMS = [
     (augment.random_shift, 3),
     (augment.random_rotate, 20.0),
@@ -297,12 +297,12 @@ def _timm_importable() -> bool:
     return True
 
 
-def test_cli_without_timm_is_exit_2(tiny_data, tmp_path):
+def test_cli_without_timm_is_exit_2(tiny_data, tmp_path, root):
     if _timm_importable():
         pytest.skip("timm imports here")
     args = ["--data", str(tiny_data), "--workdir", str(tmp_path), "--folds", "2", "--epochs", "1", "--workers", "1"]
     proc = subprocess.run(
-        [sys.executable, "run.py", "cv", *args, "--models", "timm_resnet18"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "run.py", "cv", *args, "--models", "timm_resnet18"], cwd=root, capture_output=True, text=True
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: timm could not be imported") and proc.stderr.count("\n") == 1
@@ -416,7 +416,7 @@ def test_mix_audio_adds_another_row_of_the_batch_at_a_bounded_gain():
         torch.testing.assert_close(a / a.norm(), x[k] / x[k].norm())  # a scaled copy of one batch row
 
 
-def test_figures_script_scores_runs_out_of_fold_and_on_the_holdout(tiny_data, tmp_path):
+def test_figures_script_scores_runs_out_of_fold_and_on_the_holdout(tiny_data, tmp_path, root):
     h = tmp_path / "h"
     assert degrade(tiny_data, h, "--holdout", "0.3").returncode == 0
     wd = tmp_path / "wd"
@@ -424,7 +424,7 @@ def test_figures_script_scores_runs_out_of_fold_and_on_the_holdout(tiny_data, tm
         cfg = load_config(None, extra | {"epochs": 1, "folds": 2, "workers": 1, "models": "gated,image,audio"})
         cv.run_cv(cfg, h, wd, name, quiet=True)
     cmd = [sys.executable, "bench/robust_figures.py", "--data", str(h), "--workdir", str(wd), "--run", "ref"]
-    proc = subprocess.run([*cmd, "--run", "rob"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([*cmd, "--run", "rob"], cwd=root, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("ref: `submit` writes the ") and lines[1].startswith("rob: `submit` writes the ")

@@ -3,6 +3,7 @@ bad input. Tiny data, 2 folds, 1 epoch, one torch thread: a trial takes about a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -17,11 +18,12 @@ from conftest import make_competition
 from optuna.trial import TrialState
 
 import competition.tune as tune
+import competition.tune.study as study_module
+import competition.tune.trials as trials
 from competition.config import Config, load_config
 from competition.errors import UserError
 from run import main
 
-ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["--folds", "2", "--epochs", "1", "--threads", "1"]
 STUDY = "t"
 
@@ -54,7 +56,7 @@ def test_search_space_samples_the_models_own_keys():
     space = tune.load_space(tune.SPACE_PATH, "image", Config())
     assert {"lr", "batch_size", "weight_decay", "image_dropout", "image_kernel"} == set(space.params)
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
-    params = tune.search_space(trial, space.params)
+    params = tune.sample_params(trial, space.params)
     assert set(params) == set(space.params)
     assert 3e-4 <= params["lr"] <= 1e-2 and params["image_kernel"] in (3, 5, 7)
     cfg = load_config(None, Config().to_dict() | params)  # every sample is a valid recipe
@@ -144,7 +146,7 @@ def test_sequential_study_is_reproducible_and_its_best_config_trains(tiny_data, 
 
 def test_interrupted_study_resumes(tiny_data, tmp_path, monkeypatch, capsys):
     calls = []
-    real = tune.train_unit
+    real = trials.train_unit
 
     def ctrl_c_in_trial_1(*args, **kwargs):
         calls.append(1)
@@ -152,13 +154,13 @@ def test_interrupted_study_resumes(tiny_data, tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tune, "train_unit", ctrl_c_in_trial_1)
+    monkeypatch.setattr(trials, "train_unit", ctrl_c_in_trial_1)
     assert main(tune_argv(tiny_data, tmp_path, "--trials", "3")) == 130
     assert "interrupted" in capsys.readouterr().out
     first = load_study(tmp_path)
     assert states(first) == ["COMPLETE", "FAIL"]
 
-    monkeypatch.setattr(tune, "train_unit", real)
+    monkeypatch.setattr(trials, "train_unit", real)
     assert main(tune_argv(tiny_data, tmp_path, "--trials", "3")) == 0
     study = load_study(tmp_path)
     assert states(study) == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
@@ -174,13 +176,13 @@ def test_median_pruner_stops_a_trial_behind_after_a_fold(tiny_data, tmp_path, mo
         "[params]\nlr = { low = 1e-3, high = 1e-2, log = true }\n[pruner]\nn_startup_trials = 1\nn_warmup_steps = 0\n"
     )
     script = {0: [0.9, 0.9], 1: [0.1, 0.9], 2: [0.95, 0.2]}
-    real = tune.train_unit
+    real = trials.train_unit
 
     def scripted(comp, fold_of, cfg, model, fold, run_dir, *args):
         result = real(comp, fold_of, cfg, model, fold, run_dir, *args)
-        return result | {"macro_f1": script[int(run_dir.name.split("-")[1])][fold]}
+        return dataclasses.replace(result, macro_f1=script[int(run_dir.name.split("-")[1])][fold])
 
-    monkeypatch.setattr(tune, "train_unit", scripted)
+    monkeypatch.setattr(trials, "train_unit", scripted)
     argv = tune_argv(tiny_data, tmp_path, "--space", str(space), "--trials", "3", *([] if prune else ["--no-prune"]))
     assert main(argv) == 0
     study = load_study(tmp_path)
@@ -198,7 +200,7 @@ def test_dead_workers_running_trial_is_failed_on_restart(tiny_data, tmp_path, ca
     orphan = study.ask()  # a worker that was killed (kill -9, lost power) mid-trial leaves it RUNNING
     orphan.set_user_attr("worker", f"{socket.gethostname()}:{dead.stdout.strip()}:12345")
     alive = study.ask()  # a trial of a live worker (here: pytest's parent process) must be left alone
-    alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}:{tune._start_ticks(os.getppid())}")
+    alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}:{study_module._start_ticks(os.getppid())}")
     capsys.readouterr()
     assert main(tune_argv(tiny_data, tmp_path, "--trials", "2")) == 0
     assert f"marked FAIL ([{orphan.number}])" in capsys.readouterr().out
@@ -224,10 +226,10 @@ def test_study_made_for_other_data_or_model_is_refused_untouched(tiny_src, tmp_p
     assert after == before
 
 
-def test_two_local_workers_share_the_journal(tiny_data, tmp_path):
+def test_two_local_workers_share_the_journal(tiny_data, tmp_path, root):
     """``--workers 2`` on the default journal file: no lock errors, every trial stored once and finished."""
     argv = [sys.executable, "run.py", *tune_argv(tiny_data, tmp_path, "--trials", "4", "--workers", "2")]
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "locked" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "(worker 0)" in proc.stdout and "(worker 1)" in proc.stdout

@@ -23,8 +23,6 @@ from optuna.trial import TrialState
 
 import competition.tune as tune
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _server_bin() -> Path:
     """The folder of the server binaries: Debian keeps them in /usr/lib/postgresql/<version>/bin, off PATH."""
@@ -87,7 +85,7 @@ def postgres_url():
 
 
 @pytest.mark.postgres
-def test_two_workers_share_one_postgres_study(postgres_url, tiny_data, tmp_path):
+def test_two_workers_share_one_postgres_study(postgres_url, tiny_data, tmp_path, root):
     procs = []
     for machine in ("a", "b"):  # two commands, each with its own workdir, as on two machines
         argv = [
@@ -95,7 +93,7 @@ def test_two_workers_share_one_postgres_study(postgres_url, tiny_data, tmp_path)
             "--folds", "2", "--epochs", "1", "--threads", "1", "--storage", postgres_url, "--study", "shared",
             "--trials", "6", "--out", str(tmp_path / machine / "best.toml"),
         ]  # fmt: skip
-        procs.append(subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(subprocess.Popen(argv, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]

@@ -1,0 +1,250 @@
+"""Tune's trials: the objective (train a sampled recipe's folds with ``cv.train_unit``, report the running mean
+macro-F1 to the pruner), the trial processes that run it, and the ``tune`` command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import re
+import signal
+import socket
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from ..artifacts import environment, write_json, write_text
+from ..config import CONFIG_DIR, FLAG_KEYS, config_from_args, load_config, parse_overrides
+from ..console import console
+from ..cv import train_unit
+from ..data import Competition, load_competition
+from ..errors import EXIT_INTERRUPTED, UserError
+from ..folds import load_or_make_folds
+from ..metrics import scores
+from ..models import list_models
+from ..runs import DEFAULT_WORKDIR, load_run, split_fingerprint, write_run_config
+from ..training import resolve_device
+from .results import best_trials_table, fmt_value, importance_table, write_best_config
+from .search_space import SPACE_PATH, load_space, sample_params
+from .study import FINISHED, Tuning, claim_study, fail_orphaned_trials, identity, open_storage, owner, redact
+
+
+class WorkersFailed(RuntimeError):
+    """A spawned trial process ended with an error (its own output says which)."""
+
+
+def _train_trial(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.ndarray, ctx: dict) -> float:
+    """Train folds 0..K-1 of one sampled recipe; the mean fold macro-F1, reported after every fold."""
+    trial.set_user_attr("worker", owner())  # first: lets a later start fail this trial if the worker dies
+    params = sample_params(trial, t.search_space.params)
+    cfg = load_config(None, t.cfg.to_dict() | params | {"models": [t.model]})
+    run_dir = t.study_dir / f"trial-{trial.number}"
+    write_run_config(run_dir, cfg.to_dict(), comp, ctx["split_fp"], study=t.study, trial=trial.number)
+    write_json(run_dir / "environment.json", environment(ctx["device"], cfg.seed))
+    tag = f"trial {trial.number:>3}{ctx['tag']}"
+    f1s = []
+    for k in range(t.trial_folds):  # the same order in every trial: step k compares the same rows
+        result = train_unit(comp, fold_of, cfg, t.model, k, run_dir, ctx["device"], ctx["threads"])
+        f1s.append(result.macro_f1)
+        trial.set_user_attr("fold_macro_f1", f1s)
+        mean = float(np.mean(f1s))
+        trial.report(mean, step=k)
+        console.print(
+            f"{tag} fold {k + 1}/{t.trial_folds}  macro-F1 {result.macro_f1:.4f}  "
+            f"mean {mean:.4f}  {result.seconds:.0f}s"
+        )
+        if k < t.trial_folds - 1 and trial.should_prune():  # after the last fold there is nothing left to save
+            folds = f"{k + 1} fold{'s' if k else ''}"
+            console.print(f"{tag} [yellow]pruned[/] after {folds} (mean below the median of finished trials)")
+            raise optuna.TrialPruned(f"mean macro-F1 {mean:.4f} after {k + 1} folds")
+    oof = load_run(run_dir, comp.n_train, [t.model]).oof[t.model]
+    rows = np.isfinite(oof).all(axis=1)
+    trial.set_user_attr("oof_macro_f1", scores(comp.y[rows], oof[rows])["macro_f1"])
+    pretty = ", ".join(f"{k}={fmt_value(v)}" for k, v in params.items())
+    console.print(f"{tag} [green]done[/] mean macro-F1 {np.mean(f1s):.4f}  ({pretty})")
+    return float(np.mean(f1s))
+
+
+def _sampler_seed(t: Tuning, n_existing: int, worker: int) -> int:
+    """A sequential study is reproducible (the seed depends on the config seed and how many trials exist, so a
+    resumed study does not replay its first random trials); parallel workers and machines get distinct seeds."""
+    key = f"{t.cfg.seed}:{n_existing}:{worker}"
+    if t.storage is not None:  # shared storage: workers on other machines have the same index
+        key += f":{socket.gethostname()}:{os.getpid()}"
+    return zlib.crc32(key.encode())
+
+
+def optimize(t: Tuning, n_trials: int, seed: int, worker: int, comp: Competition | None = None) -> None:
+    """Run up to ``n_trials`` trials of the study in this process (stops early once the study has its target)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # this module prints one line per fold and per trial
+    comp = comp or load_competition(t.data_dir)
+    saved = load_or_make_folds(comp, t.workdir, t.cfg.folds, t.cfg.seed, t.cfg.group_duplicates, t.cfg.split)
+    fold_of = saved["fold"].to_numpy()
+    device = resolve_device(t.cfg.device)
+    ctx = {
+        "split_fp": split_fingerprint(fold_of),
+        "device": device,
+        "threads": t.threads,
+        "tag": f" (worker {worker})" if t.processes > 1 else "",
+    }
+    sampler = optuna.samplers.TPESampler(seed=seed, **t.search_space.sampler)
+    # MedianPruner on the running mean: see docs/tune.md ("Pruning") for why not the WilcoxonPruner at K = 5.
+    pruner = optuna.pruners.MedianPruner(**t.search_space.pruner) if t.prune else optuna.pruners.NopPruner()
+    study = optuna.load_study(
+        study_name=t.study, storage=open_storage(t.storage, t.journal), sampler=sampler, pruner=pruner
+    )
+    stop = optuna.study.MaxTrialsCallback(t.trials, states=FINISHED)  # other workers may have finished the rest
+    try:
+        study.optimize(
+            lambda trial: _train_trial(trial, t, comp, fold_of, ctx),
+            n_trials=n_trials,
+            timeout=t.timeout,
+            callbacks=[stop],
+        )
+    finally:
+        # Optuna fails a trial on an Exception or Ctrl-C; a SystemExit (rich exits so on a closed stdout pipe)
+        # or a Ctrl-C between two storage calls would leave it RUNNING: fail whatever this worker still holds.
+        me = owner()
+        for tr in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if tr.user_attrs.get("worker") == me:
+                study.tell(tr.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def _worker_main(t: Tuning, n_trials: int, seed: int, worker: int) -> None:
+    """Entry point of a spawned worker process: exit codes 0, 2 (bad input) and 130 (interrupted)."""
+    try:
+        optimize(t, n_trials, seed, worker)
+    except UserError as e:
+        print(f"error: worker {worker}: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_INTERRUPTED)  # optuna has marked the running trial FAIL
+
+
+def _run_workers(t: Tuning, shares: list[int], seeds: list[int]) -> list[int]:
+    """Run one spawned process per share; returns their exit codes. Ctrl-C reaches every worker."""
+    mp = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch or storage state
+    jobs = enumerate(zip(shares, seeds, strict=True))
+    procs = [mp.Process(target=_worker_main, args=(t, n, s, i)) for i, (n, s) in jobs]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:  # a terminal's Ctrl-C reaches them already; a kill -INT of this process does not
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        for p in procs:
+            p.join()
+        raise
+    return [p.exitcode for p in procs]
+
+
+def run_tune(t: Tuning) -> optuna.Study:
+    """Open or create the study, check it, fail dead workers' trials, and run the missing trials."""
+    comp = load_competition(t.data_dir)
+    split = load_or_make_folds(comp, t.workdir, t.cfg.folds, t.cfg.seed, t.cfg.group_duplicates, t.cfg.split)
+    if not 1 <= t.trial_folds <= t.cfg.folds:
+        raise UserError(f"--trial-folds {t.trial_folds}: must be between 1 and the split's {t.cfg.folds} folds")
+    storage = open_storage(t.storage, t.journal)
+    where = f"--storage {redact(t.storage)}" if t.storage else str(t.journal)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(study_name=t.study, storage=storage, direction="maximize", load_if_exists=True)
+    claim_study(study, identity(t, comp, split_fingerprint(split["fold"].to_numpy())), where)
+    failed = fail_orphaned_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    n_finished = sum(tr.state in FINISHED for tr in trials)
+    remaining = max(0, t.trials - n_finished)
+    workers = max(1, min(t.processes, remaining))
+    console.print(
+        f"study {t.study!r} ({where}): model {t.model}, {len(t.search_space.params)} parameters, "
+        f"{t.trial_folds} of {t.cfg.folds} folds per trial, {t.cfg.epochs} epochs; "
+        f"{n_finished} trials finished"
+        + (f", {len(failed)} interrupted trial(s) marked FAIL ({failed})" if failed else "")
+        + f"; {remaining} to run on {workers} worker(s)"
+        + ("" if t.prune else ", pruning off")
+    )
+    if remaining:
+        t = dataclasses.replace(t, processes=workers)
+        shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
+        seeds = [_sampler_seed(t, len(trials), i) for i in range(workers)]
+        if workers == 1:
+            optimize(t, shares[0], seeds[0], 0, comp)
+        else:
+            codes = _run_workers(t, shares, seeds)
+            if EXIT_INTERRUPTED in codes:
+                raise KeyboardInterrupt
+            if any(codes):
+                raise WorkersFailed(f"tune worker(s) failed with exit codes {codes}; see their output above")
+    return optuna.load_study(study_name=t.study, storage=storage)
+
+
+def tune_command(args) -> int:
+    """``python run.py tune``: resolve the base recipe and the space, run the study, print and save the best."""
+    if args.model not in list_models():
+        raise UserError(f"--model {args.model}: unknown model; fix: use one of {', '.join(list_models())}")
+    for flag, value in (("--trials", args.trials), ("--workers", args.trial_processes), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} {value}: must be >= 1")
+    if args.timeout is not None and args.timeout <= 0:
+        raise UserError(f"--timeout {args.timeout}: must be > 0 seconds")
+    cfg, run_name = config_from_args(args, models=args.model)
+    fixed = set(parse_overrides(args.set)) | {k for k in FLAG_KEYS if getattr(args, k, None) is not None}
+    fixed |= set(cfg.per_model.get(args.model, {}))
+    cfg = cfg.for_model(args.model)  # the tuned model's own recipe; each trial overrides the sampled keys
+    space_path = Path(args.space) if args.space else SPACE_PATH
+    space = load_space(space_path, args.model, cfg)
+    both = sorted(fixed & set(space.params))
+    if both:
+        raise UserError(f"--set/flags fix {both}, which {space_path} also searches; fix: drop them from one of the two")
+    trial_folds = cfg.folds if args.trial_folds is None else args.trial_folds
+    name = args.study or (
+        f"{args.model}-{run_name}"
+        + (f"-{trial_folds}folds" if trial_folds != cfg.folds else "")
+        + ("" if space_path.resolve() == SPACE_PATH.resolve() else f"-{space_path.stem}")
+    )
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(f"--study {name!r}: use letters, digits, '.', '_' and '-' only (it names a folder)")
+    t = Tuning(
+        data_dir=Path(args.data),
+        workdir=Path(args.workdir) if args.workdir else DEFAULT_WORKDIR,
+        cfg=cfg,
+        model=args.model,
+        study=name,
+        storage=args.storage,
+        search_space=space,
+        trial_folds=trial_folds,
+        trials=args.trials,
+        timeout=args.timeout,
+        prune=not args.no_prune,
+        processes=args.trial_processes,
+        threads=args.threads or 1,
+    )
+    try:
+        study = run_tune(t)
+    except WorkersFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        console.print(
+            "[red]interrupted[/]: the running trial(s) are marked FAIL, finished trials are kept; "
+            "rerun the same command to resume the study"
+        )
+        return EXIT_INTERRUPTED
+    console.print(best_trials_table(study))
+    imp = importance_table(study)
+    if imp is not None:
+        console.print(imp)
+    write_text(t.study_dir / "trials.csv", study.trials_dataframe().to_csv(index=False))
+    out = Path(args.out) if args.out else CONFIG_DIR / f"tuned-{name}.toml"
+    if write_best_config(study, t, out) is not None:
+        console.print(f"best config: {out}  (train it: python run.py cv --config {out})")
+    if t.storage is None:
+        console.print(f"dashboard: optuna-dashboard {t.journal}")
+    return 0
