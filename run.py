@@ -24,6 +24,12 @@ def add_recipe_flags(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where to train")
 
 
+def add_track_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--track", choices=["mlflow"], default=None, help="log to MLflow (MLFLOW_TRACKING_URI, else <workdir>/mlruns)"
+    )
+
+
 def add_cv_flags(p: argparse.ArgumentParser) -> None:
     add_recipe_flags(p, "runs")
     p.add_argument("--models", help="comma-separated models, e.g. fusion,image,audio")
@@ -55,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     cv = sub.add_parser("cv", help="stratified K-fold CV of the fusion model and the unimodal baselines")
     add_cv_flags(cv)
+    add_track_flag(cv)
     tune = sub.add_parser("tune", help="Optuna search over a model's hyperparameters on the saved folds")
     add_tune_flags(tune)
+    add_track_flag(tune)
     submit = sub.add_parser("submit", help="blend cv runs' fold predictions into a validated submission CSV")
     submit.add_argument("--run", action="append", default=[], help="cv run to blend (repeatable; default: the latest)")
     submit.add_argument("--workdir", default=None, help="artifact folder holding the runs (default: folds/)")
@@ -82,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--rounds", type=int, default=25, help="greedy ensemble selection steps (default 25)")
     submit.add_argument("--name", default=None, help="submission file name (default: <runs>-<blend>)")
     submit.add_argument("--out", default=None, help="folder for the submission (default: submissions/)")
+    add_track_flag(submit)
     score = sub.add_parser("score", help="score a submission CSV against a labelled holdout CSV")
     score.add_argument("submission", help="submission CSV (row_id,label)")
     score.add_argument("labels", help="true labels CSV (row_id,label)")
@@ -90,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--run", default=None, help="run name under the workdir (default: the latest cv run)")
     rep.add_argument("--data", default=None, help="competition folder (default: the one the run was trained on)")
     rep.add_argument("--max-rows", type=int, default=None, help="out-of-fold rows in the embedding analysis (5000)")
+    runs = sub.add_parser("runs", help="leaderboard of the workdir's cv runs, tune studies and submissions")
+    runs.add_argument("--workdir", default=None, help="artifact folder holding the runs (default: folds/)")
+    runs.add_argument("--submissions", default=None, help="folder of the submissions (default: submissions/)")
+    runs.add_argument("--model", default=None, help="only rows of this model (e.g. fusion)")
+    runs.add_argument("--data", default=None, help="only rows made on this competition folder (by fingerprint)")
+    runs.add_argument("--json", action="store_true", help="print the leaderboard as JSON")
     return parser
 
 
@@ -112,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
             from competition.submission import score_command
 
             return score_command(args)
+        if args.command == "runs":
+            from competition.leaderboard import runs_command
+
+            return runs_command(args)
         if args.command == "report":
             from competition.reports import report_command
 

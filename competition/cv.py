@@ -1,6 +1,7 @@
 """Cross-validation: train every (model, fold) unit on the saved split, keep its out-of-fold and test logits,
 history and weights in the run folder (its layout: ``runs.py``), resume finished units, and score out-of-fold
-macro-F1. The ``cv`` command.
+macro-F1; once a model has every fold, write its ``oof.npy`` and ``test.npy`` probabilities (predictions.py).
+The ``cv`` command.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .console import CVProgress, console, cv_table, duplicates_line
 from .data import Competition, duplicate_summary, fit_audio_scaler, load_competition
 from .folds import load_or_make_folds
 from .metrics import scores
+from .predictions import write_prediction_files
 from .runs import (
     DEFAULT_WORKDIR,
     UnitResult,
@@ -226,6 +228,7 @@ def summarise(run_dir: Path, comp: Competition, cfg: Config, quiet: bool = False
     for m in cfg.models:
         if m in run.folds and len(run.folds[m]) == cfg.folds:
             oof_rows[m] = scores(comp.y, run.oof[m])  # f1_score(average="macro") over all training rows
+            write_prediction_files(run_dir / m, run.oof[m], run.test[m])  # oof.npy, test.npy
     oof = pd.DataFrame.from_dict(oof_rows, orient="index", columns=["macro_f1", "accuracy"])
     write_text(run_dir / "scores.csv", per_fold.to_csv(index=False))
     write_json(run_dir / "summary.json", {"oof": oof_rows, "per_fold": per_fold.to_dict(orient="records")})
@@ -240,5 +243,12 @@ def cv_command(args) -> int:
 
     cfg, name = config_from_args(args)
     workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
-    run_cv(cfg, Path(args.data), workdir, args.run or name)
+    if args.track:
+        from .tracking import import_mlflow, log_cv_run
+
+        import_mlflow()  # a missing package is an error before training, not after
+    result = run_cv(cfg, Path(args.data), workdir, args.run or name)
+    if args.track:
+        rid = log_cv_run(result.run_dir, workdir)
+        console.print(f"mlflow: {'logged as run ' + rid if rid else 'already logged, unchanged'}")
     return 0

@@ -210,6 +210,10 @@ def submit_command(args) -> int:
         raise UserError(f"--rounds {args.rounds}: must be >= 1; fix the value")
     name = _plain_name(args.name) if args.name else None
     workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
+    if args.track:
+        from .tracking import import_mlflow
+
+        import_mlflow()
     comp = load_competition(args.data)
     runs = load_runs(workdir, args.run or [latest_run(workdir)], comp, _models_flag(args.models))
     oof = {f"{r.name}/{m}": r.oof[m] for r in runs for m in r.oof}
@@ -246,6 +250,10 @@ def submit_command(args) -> int:
         f"wrote {path} ({c.name} blend, {c.space} averaged, {score}); validated against "
         f"{comp.root / 'sample_submission.csv'}; probabilities and manifest beside it"
     )
+    if args.track:
+        from .tracking import log_submission
+
+        console.print(f"mlflow: logged as run {log_submission(path.with_suffix('.json'), workdir)}")
     return 0
 
 

@@ -11,6 +11,7 @@ import re
 import signal
 import socket
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -70,11 +71,16 @@ def _train_trial(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.
     return float(np.mean(f1s))
 
 
-def _sampler_seed(t: Tuning, n_existing: int, worker: int) -> int:
+def _sampler_seed(t: Tuning, n_existing: int, worker: int, shared: bool = False) -> int:
     """A sequential study is reproducible (the seed depends on the config seed and how many trials exist, so a
-    resumed study does not replay its first random trials); parallel workers and machines get distinct seeds."""
+    resumed study does not replay its first random trials); parallel workers and machines get distinct seeds.
+
+    ``shared``: other processes may run trials of this study now (a database storage, several processes, or
+    running trials of another process when this one starts, e.g. on a journal file that several machines
+    share): the host and process id are mixed in, since workers elsewhere have the same worker index and would
+    otherwise draw the same start-up trials."""
     key = f"{t.cfg.seed}:{n_existing}:{worker}"
-    if t.storage is not None:  # shared storage: workers on other machines have the same index
+    if shared or t.storage is not None or t.processes > 1:
         key += f":{socket.gethostname()}:{os.getpid()}"
     return zlib.crc32(key.encode())
 
@@ -92,7 +98,12 @@ def optimize(t: Tuning, n_trials: int, seed: int, worker: int, comp: Competition
         "threads": t.threads,
         "tag": f" (worker {worker})" if t.processes > 1 else "",
     }
-    sampler = optuna.samplers.TPESampler(seed=seed, **t.search_space.sampler)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # The constant liar (off by default in Optuna) scores other workers' running trials as the worst value,
+        # so parallel workers do not sample next to each other; with no running trial it changes nothing, so a
+        # sequential study is the same with it (bench/constant_liar.py measures it).
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, **t.search_space.sampler)
     # MedianPruner on the running mean: see docs/tune.md ("Pruning") for why not the WilcoxonPruner at K = 5.
     pruner = optuna.pruners.MedianPruner(**t.search_space.pruner) if t.prune else optuna.pruners.NopPruner()
     study = optuna.load_study(
@@ -173,7 +184,8 @@ def run_tune(t: Tuning) -> optuna.Study:
     if remaining:
         t = dataclasses.replace(t, processes=workers)
         shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
-        seeds = [_sampler_seed(t, len(trials), i) for i in range(workers)]
+        running = any(tr.state == TrialState.RUNNING for tr in study.get_trials(deepcopy=False))
+        seeds = [_sampler_seed(t, len(trials), i, shared=running) for i in range(workers)]
         if workers == 1:
             optimize(t, shares[0], seeds[0], 0, comp)
         else:
@@ -226,6 +238,10 @@ def tune_command(args) -> int:
         processes=args.trial_processes,
         threads=args.threads or 1,
     )
+    if args.track:
+        from ..tracking import import_mlflow
+
+        import_mlflow()
     try:
         study = run_tune(t)
     except WorkersFailed as e:
@@ -245,6 +261,11 @@ def tune_command(args) -> int:
     out = Path(args.out) if args.out else CONFIG_DIR / f"tuned-{name}.toml"
     if write_best_config(study, t, out) is not None:
         console.print(f"best config: {out}  (train it: python run.py cv --config {out})")
+    if args.track:
+        from ..tracking import log_study
+
+        parent, n = log_study(study, t.workdir, t.study_dir)
+        console.print(f"mlflow: study run {parent}, {n} trial(s) logged as nested runs")
     if t.storage is None:
         console.print(f"dashboard: optuna-dashboard {t.journal}")
     return 0
