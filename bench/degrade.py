@@ -13,11 +13,14 @@ The copy has the same six files, shapes and dtypes (labels and sample submission
 - images: an occluding square of one random grey level, 1/2 to 1 times ``--patch`` pixels wide, on a share
   ``--occlude`` of the rows, and Gaussian pixel noise with a std drawn per row uniformly in
   0..``--pixel-noise`` (0-255 units), clipped back to the pixel range.
-- a shift between train and test: the ``--test-*`` flags (noisier test rows by default), since the data
-  carries no speaker identity to hold whole speakers out.
+- a shift between train and test: the ``--test-*`` flags (noisier test rows by default); the data
+  carries no speaker ids, but ``--holdout-speakers`` below holds out speaker-like clusters.
 - ``--holdout SHARE``: the test rows become whole recordings taken out of the training rows (about SHARE of
   them), degraded as test rows, with their labels in ``holdout_labels.csv``: the train -> test shift can then
   be scored (``run.py score`` or ``bench/robust_figures.py``), which out-of-fold scores cannot show.
+- ``--holdout-speakers N``: the same, but the test rows are N whole speaker-like clusters of the audio
+  (``competition/speakers.py``, ``--speakers`` clusters in all, chosen by ``--seed``): new speakers, never
+  heard in the training rows. ``bench/speaker_testbed.py`` makes such copies and measures them.
 
 ``degrade.json`` (the flags) and ``degrade_rows.csv`` (each row's part, row_id, SNR, occlusion and
 pixel-noise std) are written beside the six files; the loader ignores them.
@@ -37,6 +40,7 @@ import pandas as pd
 
 from competition.artifacts import write_bytes, write_json, write_text
 from competition.data import DEFAULT_DATA, FILES, IMAGE_SIDE, duplicate_groups, duplicate_ids
+from competition.speakers import speaker_clusters
 
 
 def noisy_audio(
@@ -112,6 +116,17 @@ def split_holdout(
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
+def split_speakers(
+    audio: np.ndarray, y: np.ndarray, n_held: int, k: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(keep, held, cluster) row indices and each row's speaker-like cluster: ``n_held`` of ``k`` clusters,
+    drawn by ``rng``, are held out, so no held-out speaker (nor recording) is heard in the training rows."""
+    cluster = speaker_clusters(audio, y, k, seed=0, spread=True)  # not seeded: the choice of clusters is
+    chosen = rng.permutation(k)[:n_held]
+    held = np.isin(cluster, chosen)
+    return np.flatnonzero(~held), np.flatnonzero(held), cluster
+
+
 def degrade(src: Path, out: Path, args: argparse.Namespace) -> pd.DataFrame:
     """Write the degraded copy of ``src`` to ``out``; returns each row's degradation (train and test rows)."""
     # One random stream per part and modality: changing the audio flags leaves the images as they were.
@@ -119,9 +134,14 @@ def degrade(src: Path, out: Path, args: argparse.Namespace) -> pd.DataFrame:
     arrays = {name: np.load(src / f"{name}.npy") for name in ("x_train_wr", "x_train_sp", "x_test_wr", "x_test_sp")}
     labels = pd.read_csv(src / "y_train.csv", dtype=str)
     sample = pd.read_csv(src / "sample_submission.csv", dtype=str)
-    if args.holdout > 0:  # labelled test rows: the training rows of the held-out recordings
+    speaker = None
+    if args.holdout > 0 or args.holdout_speakers:  # labelled test rows: the training rows of the held-out ones
         img, aud = arrays["x_train_wr"], arrays["x_train_sp"]
-        keep, held = split_holdout(img.reshape(len(img), -1), aud, args.holdout, rngs[4])
+        if args.holdout_speakers:
+            y = labels["label"].astype(np.int64).to_numpy()
+            keep, held, speaker = split_speakers(aud, y, args.holdout_speakers, args.speakers, rngs[4])
+        else:
+            keep, held = split_holdout(img.reshape(len(img), -1), aud, args.holdout, rngs[4])
         arrays = {"x_train_wr": img[keep], "x_train_sp": aud[keep], "x_test_wr": img[held], "x_test_sp": aud[held]}
         write_text(out / "holdout_labels.csv", labels.iloc[held].to_csv(index=False))
         sample = labels.iloc[held].assign(label="0")
@@ -132,10 +152,11 @@ def degrade(src: Path, out: Path, args: argparse.Namespace) -> pd.DataFrame:
         for name in ("y_train.csv", "sample_submission.csv"):
             write_bytes(out / name, (src / name).read_bytes())
     tables = []
-    for part, (audio_rng, image_rng), snrs, share, noise, ids in [
+    parts = [
         ("train", rngs[:2], args.snr, args.occlude, args.pixel_noise, labels["row_id"]),
         ("test", rngs[2:4], args.test_snr, args.test_occlude, args.test_pixel_noise, sample["row_id"]),
-    ]:
+    ]
+    for part, (audio_rng, image_rng), snrs, share, noise, ids in parts:
         image, audio = arrays[f"x_{part}_wr"], arrays[f"x_{part}_sp"]
         shape = image.shape  # (N, 784) or (N, 28, 28): kept as it was
         audio, snr = noisy_audio(audio, snrs, args.noise, audio_rng)
@@ -144,6 +165,8 @@ def degrade(src: Path, out: Path, args: argparse.Namespace) -> pd.DataFrame:
         _save_npy(out / f"x_{part}_sp.npy", audio)
         _save_npy(out / f"x_{part}_wr.npy", image.reshape(shape))
         table = {"part": part, "row_id": ids.to_numpy(), "snr_db": snr, "occluded": hit, "pixel_noise_std": std}
+        if speaker is not None:  # the speaker-like cluster of each row (the held-out ones are the test rows')
+            table["speaker"] = speaker[keep if part == "train" else held]
         tables.append(pd.DataFrame(table).round({"pixel_noise_std": 2}))
     table = pd.concat(tables, ignore_index=True)
     write_text(out / "degrade_rows.csv", table.to_csv(index=False))
@@ -173,6 +196,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="share of training rows (whole recordings) to make the test rows, "
         "degraded as test rows, with their labels in holdout_labels.csv (0 = keep the competition's test rows)",
     )
+    p.add_argument(
+        "--holdout-speakers",
+        type=int,
+        default=0,
+        help="hold out this many whole speaker-like clusters of the audio as the labelled test rows, "
+        "degraded as test rows (new speakers; 0 = off)",
+    )
+    p.add_argument("--speakers", type=int, default=6, help="speaker-like clusters to find (default 6, as FSDD)")
     p.add_argument("--noise", choices=["babble", "white"], default="babble", help="audio noise kind")
     p.add_argument("--occlude", type=float, default=0.25, help="share of training images with a patch")
     p.add_argument("--test-occlude", type=float, default=0.5, help="share of test images with a patch")
@@ -183,6 +214,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for flag in ("occlude", "test_occlude", "holdout"):
         if not 0 <= getattr(args, flag) <= 1:
             p.error(f"--{flag.replace('_', '-')} must be a share in [0, 1]")
+    if args.holdout_speakers and (args.holdout or not 0 < args.holdout_speakers < args.speakers):
+        p.error("--holdout-speakers must be in 1..--speakers - 1, and not combined with --holdout")
     if not 1 <= args.patch <= IMAGE_SIDE:
         p.error(f"--patch must be in 1..{IMAGE_SIDE} pixels")
     if args.pixel_noise < 0 or args.test_pixel_noise < 0:
@@ -204,7 +237,9 @@ def main(argv: list[str] | None = None) -> None:
     test = table[table["part"] == "test"]
     table = table[table["part"] == "train"]
     snr = table["snr_db"].value_counts().sort_index()
-    held = f"held-out (labels in {Path(args.out) / 'holdout_labels.csv'})" if args.holdout else "test"
+    held = "test"
+    if args.holdout or args.holdout_speakers:
+        held = f"held-out (labels in {Path(args.out) / 'holdout_labels.csv'})"
     print(f"wrote {args.out}: {len(table)} training rows, {len(test)} {held} rows")
     print("  audio SNR (dB) of training rows: " + ", ".join(f"{k:g}: {v}" for k, v in snr.items()))
     print(f"  occluded training images: {int(table['occluded'].sum())}")

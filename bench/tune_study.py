@@ -56,7 +56,7 @@ def main() -> None:
         figures = {"mode": mode, "model": args.model, "trials": args.trials, "folds": folds, "epochs": base.epochs}
         figures |= {"train_rows": rows or "all", "workers": args.workers, "studies": {}}
         comp = load_competition(data)  # make the saved split first, so neither study's time includes it
-        load_or_make_folds(comp, workdir, base.folds, base.seed, base.group_duplicates)
+        load_or_make_folds(comp, workdir, base.folds, base.seed, base.group_duplicates, base.split)
         tuned = None
         for prune in (True, False):
             name = f"{args.model}-{'pruned' if prune else 'unpruned'}"

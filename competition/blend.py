@@ -228,3 +228,26 @@ def odd_ones_out(agreement: list[Agreement]) -> list[str]:
         if own and all(own) and rest and not all(rest):
             out.append(m)
     return out
+
+
+def shifted_blocks(agreement: list[Agreement], modalities: dict[str, tuple[str, ...]]) -> list[str]:
+    """The models to leave out of the blend: single odd ones out (``odd_ones_out``) and whole blocks of models
+    that read the same modalities (every audio-only model, every image-only model, every fusion model).
+
+    A shift in one modality moves every model that reads only it alike: two audio models on new speakers agree
+    with each other on the test rows, so neither parts from *every* other model, yet both part from every
+    image-reading model while those still agree among themselves. A block goes when each pair of one of its
+    models and a model outside it is shifted, and some pair outside it still agrees as out of fold. When the
+    blocks that go would leave no model, none goes (nothing tells which side moved)."""
+    models = list(dict.fromkeys(m for a in agreement for m in (a.a, a.b)))
+    out = set(odd_ones_out(agreement))
+    going = set()
+    for reads in dict.fromkeys(modalities[m] for m in models):
+        block = {m for m in models if modalities[m] == reads}
+        cross = [a.shifted for a in agreement if (a.a in block) != (a.b in block)]
+        rest = [a.shifted for a in agreement if a.a not in block and a.b not in block]
+        if cross and all(cross) and rest and not all(rest):
+            going |= block
+    if going and going != set(models):
+        out |= going
+    return [m for m in models if m in out]

@@ -27,6 +27,7 @@ KEY_ROLES: dict[str, tuple[str, ...]] = {
     "folds": ("run", "flag"),
     "seed": ("run", "flag"),
     "group_duplicates": ("run",),
+    "split": ("run",),
     "epochs": ("flag",),
     "models": ("run", "execution", "flag"),
     "device": ("run", "execution", "flag"),
@@ -55,6 +56,9 @@ class Config:
     folds: int = 5  # K of the stratified (grouped) K-fold split saved in <workdir>/folds.csv
     seed: int = 0  # seeds the split, every model's initialisation and its batch order
     group_duplicates: bool = True  # keep exact duplicate feature rows on one side of every split
+    # which rows share a fold (competition/splits.py): auto (cluster when adversarial validation finds the
+    # test audio unlike the training audio, else grouped), grouped, stratified or cluster (speaker-like)
+    split: str = "auto"
     models: list[str] = field(default_factory=lambda: ["fusion", "image", "audio"])
     # --- training recipe ---
     epochs: int = 6
@@ -119,6 +123,10 @@ class Config:
             (self.image_kernel % 2 == 1 and self.image_kernel > 0, "image_kernel must be odd (3, 5, 7)"),
             (self.audio_kernel % 2 == 1 and self.audio_kernel > 0, "audio_kernel must be odd (3, 5, 7)"),
             (self.schedule in ("onecycle", "constant"), "schedule must be 'onecycle' or 'constant'"),
+            (
+                self.split in ("auto", "grouped", "stratified", "cluster"),
+                "split must be auto/grouped/stratified/cluster",
+            ),
             (self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
             (self.workers >= 0, "workers must be >= 0"),
             (len(self.models) > 0, "models must name at least one model"),

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import adversarial
 from .artifacts import environment, write_json, write_npz, write_text, write_torch
 from .config import Config
 from .console import CVProgress, console, cv_table, duplicates_line
@@ -103,11 +104,18 @@ def run_cv(
     if not quiet:
         console.print(f"data {comp.root}: {comp.n_train} train rows, {comp.n_test} test rows")
         console.print(duplicates_line(duplicate_summary(comp)))
-    split = load_or_make_folds(comp, workdir, cfg.folds, cfg.seed, cfg.group_duplicates)
+    adv = adversarial.load_or_run(comp, workdir)  # cached per data folder: the split's auto choice reads it
+    if not quiet:
+        for line in adversarial.adversarial_lines(adv):
+            console.print(line)
+    split = load_or_make_folds(comp, workdir, cfg.folds, cfg.seed, cfg.group_duplicates, cfg.split)
+    if not quiet:
+        console.print(split.attrs["why"])
     fold_of = split["fold"].to_numpy()
     split_fp = split_fingerprint(fold_of)
     run_dir = workdir / run_name
     saved = check_resumable(run_dir, cfg, comp, split_fp)
+    adversarial.save(run_dir / "adversarial.json", comp, adv)
     saved_models = saved["config"].get("models", []) if saved else []
     write_run_config(run_dir, cfg.to_dict() | {"models": sorted(set(saved_models) | set(cfg.models))}, comp, split_fp)
     write_json(run_dir / "environment.json", environment(device, cfg.seed))
@@ -118,7 +126,8 @@ def run_cv(
     todo = [(m, k) for m in by_cost for k in range(cfg.folds) if not unit_finished(run_dir, m, k)]
     n_done = len(cfg.models) * cfg.folds - len(todo)
     if not quiet:
-        grouped = "grouped by duplicates" if cfg.group_duplicates else "not grouped"
+        grouped = {"grouped": "grouped by duplicates", "stratified": "not grouped"}.get(split.attrs["split"], "")
+        grouped = grouped or "each a speaker-like cluster"
         console.print(
             f"run {run_dir}: {len(cfg.models)} models x {cfg.folds} folds ({grouped}), "
             f"{n_done} units already finished, {len(todo)} to train on {device}"

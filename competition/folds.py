@@ -1,5 +1,6 @@
-"""Folds: the one stratified (grouped) K-fold split per workspace, saved as ``folds.csv`` and reused by
-every model, run and tuning trial so that out-of-fold predictions are comparable and blendable.
+"""Folds: the one K-fold split per workspace, saved as ``folds.csv`` (its kind, ``competition/splits.py``, in
+``folds.json``) and reused by every model, run and tuning trial so that out-of-fold predictions are comparable
+and blendable.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from .adversarial import load_or_run
 from .artifacts import write_json, write_text
-from .data import Competition, duplicate_groups
+from .data import Competition
 from .errors import UserError
+from .splits import choose_split, cluster_folds, split_groups
 
 
 def make_folds(y: np.ndarray, k: int, seed: int, groups: np.ndarray | None = None) -> np.ndarray:
@@ -35,13 +38,23 @@ def make_folds(y: np.ndarray, k: int, seed: int, groups: np.ndarray | None = Non
     return fold
 
 
-def load_or_make_folds(comp: Competition, workdir: Path, k: int, seed: int, grouped: bool) -> pd.DataFrame:
-    """Return the workspace's saved split, making it on first use; a mismatch is a UserError, never a resplit."""
+def load_or_make_folds(
+    comp: Competition, workdir: Path, k: int, seed: int, grouped: bool, split: str = "auto"
+) -> pd.DataFrame:
+    """Return the workspace's saved split, making it on first use; a mismatch is a UserError, never a resplit.
+
+    ``split`` is a kind of ``competition/splits.py`` (``auto`` asks adversarial validation, cached in the
+    workdir); ``grouped`` is the old ``group_duplicates`` key. The frame's ``attrs`` hold the kind and why.
+    """
     path, meta_path = workdir / "folds.csv", workdir / "folds.json"
-    meta = {"data": str(comp.root), "data_fingerprint": comp.fingerprint, "folds": k, "seed": seed, "grouped": grouped}
+    adversarial = load_or_run(comp, workdir) if split == "auto" and grouped else None
+    kind, why = choose_split(split, grouped, adversarial)
+    meta = {"data": str(comp.root), "data_fingerprint": comp.fingerprint, "folds": k, "seed": seed}
+    meta |= {"grouped": kind != "stratified", "split": kind}
     if path.exists():
         saved = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        for key in ("data_fingerprint", "folds", "grouped"):  # the seed only matters when making it
+        saved.setdefault("split", "grouped" if saved.get("grouped") else "stratified")  # saved before split kinds
+        for key in ("data_fingerprint", "folds", "split"):  # the seed only matters when making it
             if saved.get(key) != meta[key]:
                 raise UserError(
                     f"{path}: saved split has {key}={saved.get(key)!r} but this run asks for {meta[key]!r}; "
@@ -50,11 +63,14 @@ def load_or_make_folds(comp: Competition, workdir: Path, k: int, seed: int, grou
         df = pd.read_csv(path)
         if len(df) != comp.n_train or not (df["row_id"].to_numpy() == comp.row_ids).all():
             raise UserError(f"{path}: rows do not match the data's y_train.csv; fix: delete {path} to resplit")
+        df.attrs |= {"split": kind, "why": why}
         return df
-    groups = duplicate_groups(comp.image, comp.audio) if grouped else np.arange(comp.n_train)
-    fold = make_folds(comp.y, k, seed, groups if grouped else None)
+    groups = split_groups(comp, kind, k)
+    fold = cluster_folds(groups, k, seed) if kind == "cluster" else make_folds(comp.y, k, seed, groups)
+    groups = np.arange(comp.n_train) if groups is None else groups
     df = pd.DataFrame({"row_id": comp.row_ids, "label": comp.y, "group": groups, "fold": fold})
     workdir.mkdir(parents=True, exist_ok=True)
     write_text(path, df.to_csv(index=False))
     write_json(meta_path, meta)
+    df.attrs |= {"split": kind, "why": why}
     return df

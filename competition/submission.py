@@ -17,7 +17,7 @@ from rich.table import Table
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from .artifacts import environment, write_json, write_npz, write_text
-from .blend import BLENDS, SPACES, Agreement, BlendResult, agreement_shift, blend_models, odd_ones_out
+from .blend import BLENDS, SPACES, Agreement, BlendResult, agreement_shift, blend_models, shifted_blocks
 from .consensus import ConsensusReport, decide_consensus, joint_groups
 from .console import console
 from .data import N_CLASSES, Competition, load_competition
@@ -211,6 +211,13 @@ def _models_flag(value: str | None) -> list[str] | None:
     return items
 
 
+def _modalities(key: str) -> tuple[str, ...]:
+    """The modalities a blended model (``run/model``) reads, e.g. ``("audio",)``."""
+    from .models import create_model
+
+    return tuple(create_model(key.rpartition("/")[2]).modalities)
+
+
 def submit_command(args) -> int:
     """``python run.py submit``: blend the runs' models and write a validated submission."""
     if args.rounds < 1:
@@ -251,14 +258,14 @@ def submit_command(args) -> int:
             f"them than out of fold ({', '.join(shifted)}). Out-of-fold scores and fitted weights cannot see this; "
             "prefer models trained for it (configs/robust.toml)"
         )
-    left_out = [] if args.keep_shifted else odd_ones_out(agreement)
+    left_out = [] if args.keep_shifted else shifted_blocks(agreement, {m: _modalities(m) for m in oof})
     if left_out:
         oof = {m: v for m, v in oof.items() if m not in left_out}
         test = {m: v for m, v in test.items() if m not in left_out}
         console.print(
-            f"[yellow]leaving {', '.join(left_out)} out of the blend:[/] its test predictions part from every other "
-            "model's while the others agree as out of fold, so its out-of-fold weight would overrate it "
-            "(--keep-shifted keeps it)"
+            f"[yellow]leaving {', '.join(left_out)} out of the blend:[/] their test predictions part from every "
+            "model outside their modality group (or from every other model) while those agree as out of fold, "
+            "so their out-of-fold weight would overrate them (--keep-shifted keeps them)"
         )
     console.print(f"blending {len(oof)} models of run(s) {', '.join(names)} on {comp.n_train} out-of-fold rows")
     t0 = time.perf_counter()

@@ -89,7 +89,8 @@ def optimize(t: Tuning, n_trials: int, seed: int, worker: int, comp: Competition
     """Run up to ``n_trials`` trials of the study in this process (stops early once the study has its target)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # this module prints one line per fold and per trial
     comp = comp or load_competition(t.data_dir)
-    fold_of = load_or_make_folds(comp, t.workdir, t.cfg.folds, t.cfg.seed, t.cfg.group_duplicates)["fold"].to_numpy()
+    saved = load_or_make_folds(comp, t.workdir, t.cfg.folds, t.cfg.seed, t.cfg.group_duplicates, t.cfg.split)
+    fold_of = saved["fold"].to_numpy()
     device = resolve_device(t.cfg.device)
     ctx = {
         "split_fp": split_fingerprint(fold_of),
@@ -159,7 +160,7 @@ def _run_workers(t: Tuning, shares: list[int], seeds: list[int]) -> list[int]:
 def run_tune(t: Tuning) -> optuna.Study:
     """Open or create the study, check it, fail dead workers' trials, and run the missing trials."""
     comp = load_competition(t.data_dir)
-    split = load_or_make_folds(comp, t.workdir, t.cfg.folds, t.cfg.seed, t.cfg.group_duplicates)
+    split = load_or_make_folds(comp, t.workdir, t.cfg.folds, t.cfg.seed, t.cfg.group_duplicates, t.cfg.split)
     if not 1 <= t.trial_folds <= t.cfg.folds:
         raise UserError(f"--trial-folds {t.trial_folds}: must be between 1 and the split's {t.cfg.folds} folds")
     storage = open_storage(t.storage, t.journal)

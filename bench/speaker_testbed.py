@@ -1,0 +1,99 @@
+"""Speaker testbed (issue 15): new-speaker copies of the shipped data, and how honest out-of-fold scores are there.
+
+``make``: a copy whose test rows are whole speaker-like clusters of the audio (``bench/degrade.py
+--holdout-speakers``), labelled in ``holdout_labels.csv``, training and test rows degraded alike (babble noise
+at inf/10/5/0 dB, a quarter of the images occluded, pixel noise up to 60): the only train -> test shift is
+the speakers. Prints the clusters' digit counts (speakers say every digit: balanced columns).
+
+``measure``: for cv runs of such a copy, each model's out-of-fold macro-F1 beside its held-out macro-F1 (its
+fold-averaged test logits against the held-out labels), and the same for the blend ``run.py submit`` writes
+(its nested out-of-fold score), as a markdown table.
+
+    python3 bench/speaker_testbed.py make --out /tmp/tb0 --seed 0
+    python3 run.py cv --data /tmp/tb0 --workdir /tmp/w0 --set split=grouped
+    python3 bench/speaker_testbed.py measure --data /tmp/tb0 --workdir /tmp/w0 --run default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import degrade  # noqa: E402
+from competition.blend import fold_average  # noqa: E402
+from competition.data import load_competition  # noqa: E402
+from competition.metrics import macro_f1  # noqa: E402
+from competition.submission import load_runs, score_submission  # noqa: E402
+
+SAME_NOISE = ["--snr", "inf,10,5,0", "--test-snr", "inf,10,5,0", "--test-occlude", "0.25", "--test-pixel-noise", "60"]
+
+
+def make(out: str, seed: int, held: int) -> None:
+    degrade.main(["--out", out, "--seed", str(seed), "--holdout-speakers", str(held), *SAME_NOISE])
+    rows = pd.read_csv(Path(out) / "degrade_rows.csv")
+    labels = pd.concat([pd.read_csv(Path(out) / "y_train.csv"), pd.read_csv(Path(out) / "holdout_labels.csv")])
+    rows = rows.merge(labels, on="row_id")
+    print("rows per speaker-like cluster and digit (test rows: the held-out clusters):")
+    print(pd.crosstab([rows["part"], rows["speaker"]], rows["label"]).to_string())
+
+
+def measure(data: Path, workdir: Path, runs: list[str]) -> str:
+    comp = load_competition(data)
+    truth = pd.read_csv(data / "holdout_labels.csv")
+    if not (truth["row_id"].to_numpy() == comp.sample_submission["row_id"].to_numpy()).all():
+        raise SystemExit(f"{data}: holdout_labels.csv is not in the sample submission's order")
+    y_test = truth["label"].to_numpy()
+    loaded = load_runs(workdir, runs, comp, None)
+    lines = ["| model | OOF macro-F1 | held-out macro-F1 | OOF - held-out |", "|---|---|---|---|"]
+    for r in loaded:
+        for m in r.oof:
+            oof = macro_f1(comp.y, r.oof[m].argmax(1))
+            held = macro_f1(y_test, fold_average(r.test[m], "logits").argmax(1))
+            lines.append(f"| {r.name}/{m} | {oof:.4f} | {held:.4f} | {oof - held:+.4f} |")
+    out = workdir / "testbed_submissions"
+    name = "+".join(runs)
+    cmd = [sys.executable, str(ROOT / "run.py"), "submit", "--data", str(data), "--workdir", str(workdir)]
+    cmd += [x for r in runs for x in ("--run", r)] + ["--out", str(out), "--name", name]
+    log = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    manifest = json.loads((out / f"{name}.json").read_text())
+    held = score_submission(out / f"{name}.csv", data / "holdout_labels.csv")["macro_f1"]
+    oof = manifest["oof_nested_macro_f1"] or manifest["oof_macro_f1"]
+    left = f", left out: {', '.join(manifest['left_out'])}" if manifest["left_out"] else ""
+    weights = ", ".join(f"{m} {w:.2f}" for m, w in manifest["weights"].items() if w > 0)
+    lines.append(f"| written blend ({manifest['blend']} {manifest['average']}: {weights}{left}) | {oof:.4f} "
+                 f"| {held:.4f} | {oof - held:+.4f} |")  # fmt: skip
+    if "warning" in log:
+        lines.append("\n(submit warned that the test rows are not like the training rows)")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    mk = sub.add_parser("make", help="write a new-speaker copy of the shipped data")
+    mk.add_argument("--out", required=True)
+    mk.add_argument("--seed", type=int, default=0, help="chooses the held-out clusters and the noise")
+    mk.add_argument("--held", type=int, default=2, help="speaker-like clusters (of 6) held out as test rows")
+    ms = sub.add_parser("measure", help="OOF against held-out macro-F1 of cv runs on a copy")
+    ms.add_argument("--data", required=True)
+    ms.add_argument("--workdir", required=True)
+    ms.add_argument("--run", action="append", required=True)
+    args = p.parse_args(argv)
+    if args.command == "make":
+        make(args.out, args.seed, args.held)
+    else:
+        np.set_printoptions(precision=4)
+        print(measure(Path(args.data), Path(args.workdir), args.run))
+
+
+if __name__ == "__main__":
+    main()
