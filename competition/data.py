@@ -34,8 +34,8 @@ class Competition:
     audio: np.ndarray  # (N, 507) float32, unscaled: fit the scaler per fold on training rows
     y: np.ndarray  # (N,) int64 in 0..9
     row_ids: np.ndarray  # (N,) y_train.csv row_id, in array order
-    test_image: np.ndarray  # (M, 784)
-    test_audio: np.ndarray  # (M, 507)
+    test_image: np.ndarray  # (M, 784), in sample_submission.csv's row order
+    test_audio: np.ndarray  # (M, 507), in sample_submission.csv's row order
     sample_submission: pd.DataFrame  # (M, 2): row_id, label; the submission format to copy
     fingerprint: str  # sha256 of the six files' bytes (first 16 hex digits)
 
@@ -110,6 +110,23 @@ def _labels(df: pd.DataFrame, path: Path) -> np.ndarray:
     return raw.to_numpy().astype(np.int64)
 
 
+def _row_of(df: pd.DataFrame, path: Path, arrays: str) -> np.ndarray:
+    """The array row each CSV row describes, from its row_id: ids that are a permutation of 0..N-1 are row
+    numbers (any CSV order); other integer ids must be increasing, i.e. in the arrays' order. Anything else
+    cannot be matched to the rows and is refused."""
+    ids, n = df["row_id"], len(df)
+    if pd.api.types.is_integer_dtype(ids):
+        values = ids.to_numpy()
+        if values.min() == 0 and values.max() == n - 1:  # unique (checked on reading): a permutation
+            return values.astype(np.int64)
+        if (np.diff(values) > 0).all():
+            return np.arange(n)
+    raise UserError(
+        f"{path}: row_id values cannot be matched to the rows of {arrays} (they are neither 0..{n - 1} in any "
+        "order nor increasing integers); fix: number the rows 0..N-1 as in the arrays"
+    )
+
+
 def fingerprint_files(root: Path) -> str:
     h = hashlib.sha256()
     for name in FILES:
@@ -145,7 +162,13 @@ def load_competition(root: str | Path = DEFAULT_DATA) -> Competition:
             )
     if n == 0 or m == 0:
         raise UserError(f"{root}: no training or no test rows; fix the files")
-    y = _labels(labels, root / "y_train.csv")
+    # Labels and ids in array order; test arrays in the sample submission's order (the order written out).
+    train_row = _row_of(labels, root / "y_train.csv", "x_train_wr.npy / x_train_sp.npy")
+    test_row = _row_of(sample, root / "sample_submission.csv", "x_test_wr.npy / x_test_sp.npy")
+    y, row_ids = np.empty(n, dtype=np.int64), labels["row_id"].to_numpy().copy()
+    y[train_row], row_ids[train_row] = _labels(labels, root / "y_train.csv"), labels["row_id"].to_numpy()
+    if (test_row != np.arange(m)).any():
+        test_image, test_audio = test_image[test_row], test_audio[test_row]
     if len(np.unique(y)) < 2:
         raise UserError(f"{root / 'y_train.csv'}: only one class present; fix: a classifier needs several classes")
 
@@ -155,7 +178,7 @@ def load_competition(root: str | Path = DEFAULT_DATA) -> Competition:
         image=(image.astype(np.float32) / np.float32(scale)),
         audio=audio.astype(np.float32),
         y=y,
-        row_ids=labels["row_id"].to_numpy(),
+        row_ids=row_ids,
         test_image=(test_image.astype(np.float32) / np.float32(scale)),
         test_audio=test_audio.astype(np.float32),
         sample_submission=sample,

@@ -55,6 +55,44 @@ def test_image_cubes_are_flattened(tiny_data):
     assert load_competition(tiny_data).image.shape == (240, 784)
 
 
+def test_labels_are_matched_to_rows_by_row_id_not_by_position(tiny_data):
+    ordered = load_competition(tiny_data)
+    labels = pd.read_csv(tiny_data / "y_train.csv")
+    labels.sample(frac=1, random_state=0).to_csv(tiny_data / "y_train.csv", index=False)  # same ids, other order
+    shuffled = load_competition(tiny_data)
+    np.testing.assert_array_equal(shuffled.y, ordered.y)
+    np.testing.assert_array_equal(shuffled.row_ids, ordered.row_ids)
+    np.testing.assert_array_equal(shuffled.image, ordered.image)
+
+
+def test_test_arrays_follow_the_sample_submissions_row_order(tiny_data):
+    ordered = load_competition(tiny_data)
+    sample = pd.read_csv(tiny_data / "sample_submission.csv").sample(frac=1, random_state=1)
+    sample.to_csv(tiny_data / "sample_submission.csv", index=False)
+    shuffled = load_competition(tiny_data)  # test row j is the array row named by the sample's j-th row_id
+    np.testing.assert_array_equal(shuffled.test_image, ordered.test_image[sample["row_id"].to_numpy()])
+    np.testing.assert_array_equal(shuffled.test_audio, ordered.test_audio[sample["row_id"].to_numpy()])
+
+
+def test_increasing_row_ids_other_than_0_to_n_keep_the_array_order(tiny_data):
+    labels = pd.read_csv(tiny_data / "y_train.csv")
+    labels.assign(row_id=labels["row_id"] * 3 + 1000).to_csv(tiny_data / "y_train.csv", index=False)
+    comp = load_competition(tiny_data)
+    np.testing.assert_array_equal(comp.y, labels["label"].to_numpy())
+    assert comp.row_ids[0] == 1000
+
+
+@pytest.mark.parametrize("name", ["y_train.csv", "sample_submission.csv"])
+@pytest.mark.parametrize("ids", ["shuffled_other", "text"])
+def test_row_ids_that_cannot_be_matched_to_rows_are_refused(tiny_data, name, ids):
+    df = pd.read_csv(tiny_data / name)
+    new = df["row_id"] + 1000 if ids == "shuffled_other" else "r" + df["row_id"].astype(str)
+    df.assign(row_id=new).iloc[::-1].to_csv(tiny_data / name, index=False)
+    with pytest.raises(UserError, match=f"{name}: row_id values cannot be matched to the rows") as err:
+        load_competition(tiny_data)
+    assert "\n" not in str(err.value) and "fix" in str(err.value)
+
+
 def _break(tiny_data: Path, name: str, how):
     path = tiny_data / name
     if name.endswith(".npy"):
