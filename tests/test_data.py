@@ -49,6 +49,30 @@ def test_float_images_in_0_255_are_scaled(tiny_data):
     np.testing.assert_allclose(load_competition(tiny_data).image, raw / 255.0, atol=1e-6)
 
 
+def test_each_image_array_is_scaled_on_its_own(tiny_data):
+    raw = np.load(tiny_data / "x_train_wr.npy")
+    np.save(tiny_data / "x_train_wr.npy", raw.astype(np.float32) / 255.0)  # train 0-1 floats, test stays uint8
+    comp = load_competition(tiny_data)
+    np.testing.assert_allclose(comp.image, raw / 255.0, atol=1e-6)
+    np.testing.assert_allclose(comp.test_image, np.load(tiny_data / "x_test_wr.npy") / 255.0, atol=1e-6)
+
+
+def test_train_and_test_images_on_irreconcilable_scales_are_refused(tiny_data):
+    test = np.load(tiny_data / "x_test_wr.npy")
+    np.save(tiny_data / "x_test_wr.npy", test.astype(np.float32) / 255.0 / 255.0)  # divided twice: all near 0
+    with pytest.raises(UserError, match="x_train_wr.npy and x_test_wr.npy are on different pixel scales"):
+        load_competition(tiny_data)
+
+
+def test_audio_in_the_canonical_cube_layout_is_flattened_and_the_transposed_one_refused(tiny_data):
+    raw = np.load(tiny_data / "x_train_sp.npy")
+    np.save(tiny_data / "x_train_sp.npy", raw.reshape(-1, 39, 13))  # frames x coefficients
+    np.testing.assert_array_equal(load_competition(tiny_data).audio, raw)
+    np.save(tiny_data / "x_train_sp.npy", raw.reshape(-1, 39, 13).transpose(0, 2, 1))  # (N, 13, 39)
+    with pytest.raises(UserError, match=re.escape("x_train_sp.npy: shape (240, 13, 39) is an ambiguous layout")):
+        load_competition(tiny_data)
+
+
 def test_image_cubes_are_flattened(tiny_data):
     raw = np.load(tiny_data / "x_train_wr.npy")
     np.save(tiny_data / "x_train_wr.npy", raw.reshape(-1, 28, 28))
