@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import threading
 import time
 import zlib
@@ -120,6 +121,16 @@ def _check_run(run_dir: Path, cfg: Config, comp: Competition, split_fp: str) -> 
 
 
 # --- finding runs: shared by submit, report and tune ---------------------------------------------------
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one folder under the workdir: letters, digits, '.', '_' and '-', not starting with '.'."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(
+            f"--run {name!r}: a run name is one folder name of letters, digits, '.', '_' and '-' (not a path); "
+            "fix the name"
+        )
+    return name
 
 
 def read_run_config(run_dir: Path) -> dict:
@@ -339,5 +350,5 @@ def cv_command(args) -> int:
 
     cfg, name = config_from_args(args)
     workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
-    run_cv(cfg, Path(args.data), workdir, args.run or name)
+    run_cv(cfg, Path(args.data), workdir, check_run_name(name if args.run is None else args.run))
     return 0

@@ -36,7 +36,7 @@ from sklearn.metrics import (
 
 from .artifacts import environment, write_bytes, write_json, write_text
 from .console import console
-from .cv import latest_run, load_run
+from .cv import check_run_name, latest_run, load_run
 from .data import Competition, load_competition
 from .errors import UserError
 from .metrics import accuracy, macro_f1
@@ -56,7 +56,7 @@ CLASSES = np.arange(N_CLASSES)
 def find_run(workdir: Path, run: str | None) -> Path:
     """``workdir/run``, or the latest finished run (``cv.latest_run``) when ``run`` is None."""
     if run is not None:
-        run_dir = workdir / run
+        run_dir = workdir / check_run_name(run)
         if not (run_dir / "config.json").is_file():
             raise UserError(f"--run {run}: no run at {run_dir}; fix: name a folder made by `python run.py cv`")
         return run_dir

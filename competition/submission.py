@@ -18,7 +18,15 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 from .artifacts import environment, write_json, write_npz, write_text
 from .blend import BLENDS, SPACES, Agreement, BlendResult, agreement_shift, blend_models, odd_ones_out
 from .console import console
-from .cv import DEFAULT_WORKDIR, latest_run, missing_folds, read_run_config, split_fingerprint, unit_path
+from .cv import (
+    DEFAULT_WORKDIR,
+    check_run_name,
+    latest_run,
+    missing_folds,
+    read_run_config,
+    split_fingerprint,
+    unit_path,
+)
 from .data import Competition, load_competition
 from .errors import UserError
 from .metrics import accuracy, macro_f1
@@ -97,7 +105,7 @@ def load_runs(workdir: Path, names: list[str], comp: Competition, models: list[s
     """Load several runs, refusing runs made on different data folders or different fold assignments."""
     if len(set(names)) != len(names):
         raise UserError(f"--run: a run is named twice ({', '.join(names)}); fix: name each run once")
-    dirs = [workdir / n for n in names]
+    dirs = [workdir / check_run_name(n) for n in names]
     for d in dirs:
         if not d.is_dir():
             raise UserError(f"{d}: run not found; fix: pass --run with a folder under --workdir {workdir}")
