@@ -15,6 +15,7 @@ import queue
 import re
 import threading
 import time
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,15 +44,31 @@ def unit_path(run_dir: Path, model: str, fold: int) -> Path:
     return run_dir / model / f"fold{fold}.npz"
 
 
+def load_unit(path: Path) -> dict:
+    """A finished unit's fold file, read whole: val_idx, oof_logits, test_logits and its result dict.
+    An unreadable, truncated or incomplete file is a UserError naming it and the fix."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            unit = {k: z[k] for k in ("val_idx", "oof_logits", "test_logits")}
+            unit["result"] = json.loads(str(z["result"]))
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(
+            f"{path}: unreadable or incomplete fold file ({type(e).__name__}); fix: delete it and rerun "
+            "`run.py cv` with the run's flags, which trains that fold again"
+        ) from None
+    return unit
+
+
 def unit_done(run_dir: Path, model: str, fold: int) -> bool:
     path = unit_path(run_dir, model, fold)
     if not path.exists():
         return False
     try:
-        with np.load(path) as z:
-            return {"val_idx", "oof_logits", "test_logits"} <= set(z.files)
-    except (OSError, ValueError):
-        return False  # unreadable: train the unit again
+        load_unit(path)
+    except UserError:
+        console.print(f"[yellow]warning:[/] {path}: unreadable or incomplete fold file; training that unit again")
+        return False
+    return True
 
 
 def train_unit(
@@ -192,10 +209,10 @@ def load_run(run_dir: Path, n_train: int, models: list[str] | None = None) -> di
         oof = np.full((n_train, 10), np.nan, dtype=np.float32)
         tests, results = [], []
         for f in files:
-            with np.load(f) as z:
-                oof[z["val_idx"]] = z["oof_logits"]
-                tests.append(z["test_logits"])
-                results.append(json.loads(str(z["result"])))
+            unit = load_unit(f)
+            oof[unit["val_idx"]] = unit["oof_logits"]
+            tests.append(unit["test_logits"])
+            results.append(unit["result"])
         out[model_dir.name] = {"oof": oof, "test": np.stack(tests), "folds": results}
     return out
 

@@ -36,7 +36,7 @@ from sklearn.metrics import (
 
 from .artifacts import environment, write_bytes, write_json, write_text
 from .console import console
-from .cv import check_run_name, latest_run, load_run
+from .cv import check_run_name, latest_run, load_run, load_unit
 from .data import Competition, load_competition
 from .errors import UserError
 from .metrics import accuracy, macro_f1
@@ -201,8 +201,7 @@ def fusion_embeddings(run_dir: Path, comp: Competition, max_rows: int, seed: int
     for npz in sorted((run_dir / "fusion").glob("fold*.npz"), key=lambda p: int(p.stem[4:])):
         pt = npz.with_suffix(".pt")
         if pt.is_file():
-            with np.load(npz) as z:
-                units.append((int(npz.stem[4:]), pt, z["val_idx"]))
+            units.append((int(npz.stem[4:]), pt, load_unit(npz)["val_idx"]))
     if not units:
         return []
     rows = _subsample([u[2] for u in units], max_rows, seed)

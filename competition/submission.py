@@ -22,6 +22,7 @@ from .cv import (
     DEFAULT_WORKDIR,
     check_run_name,
     latest_run,
+    load_unit,
     missing_folds,
     read_run_config,
     split_fingerprint,
@@ -69,11 +70,8 @@ def load_run_checked(run_dir: Path, comp: Competition, models: list[str] | None 
         tests = []
         for f in range(k):
             path = unit_path(run_dir, m, f)
-            try:
-                with np.load(path) as z:
-                    val_idx, o, t = z["val_idx"], z["oof_logits"], z["test_logits"]
-            except (OSError, ValueError, KeyError) as e:
-                raise UserError(f"{path}: unreadable fold file ({e}); fix: delete it and rerun `run.py cv`") from None
+            unit = load_unit(path)
+            val_idx, o, t = unit["val_idx"], unit["oof_logits"], unit["test_logits"]
             if t.shape != (comp.n_test, N_CLASSES):
                 raise UserError(
                     f"{path}: test predictions have shape {t.shape}, expected ({comp.n_test}, {N_CLASSES}) for the "
