@@ -102,6 +102,7 @@ class Config:
             (self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
             (self.workers >= 0, "workers must be >= 0"),
             (len(self.models) > 0, "models must name at least one model"),
+            (len(set(self.models)) == len(self.models), "models must name each model once"),
         ]
         for ok, msg in checks:
             if not ok:

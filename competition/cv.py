@@ -122,7 +122,7 @@ def _check_run(run_dir: Path, cfg: Config, comp: Competition, split_fp: str) -> 
     path = run_dir / "config.json"
     if not path.exists():
         return
-    saved = json.loads(path.read_text())
+    saved = read_run_config(run_dir)
     # A key added to Config after the run was made defaults to "off", which is what the run computed.
     before = Config().to_dict() | saved["config"]
     diffs = [f"{k}: {before[k]!r} -> {v!r}" for k, v in cfg.result_dict().items() if before[k] != v]
@@ -158,8 +158,15 @@ def read_run_config(run_dir: Path) -> dict:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         meta = {"error": str(e)}
-    if not isinstance(meta.get("config"), dict) or not {"folds", "models"} <= meta["config"].keys():
-        raise UserError(f"{path}: unreadable run config; fix: rerun `run.py cv --run {run_dir.name}`")
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("config"), dict)
+        or not {"folds", "models"} <= meta["config"].keys()
+    ):
+        raise UserError(
+            f"{path}: unreadable run config (not the config.json `run.py cv` writes); fix: restore it, or delete "
+            f"{run_dir} and rerun `run.py cv --run {run_dir.name}`"
+        )
     return meta
 
 
@@ -233,7 +240,7 @@ def run_cv(
     _check_run(run_dir, cfg, comp, split_fp)
     saved_models = []
     if (run_dir / "config.json").exists():
-        saved_models = json.loads((run_dir / "config.json").read_text())["config"].get("models", [])
+        saved_models = read_run_config(run_dir)["config"]["models"]
     run_cfg = cfg.to_dict() | {"models": sorted(set(saved_models) | set(cfg.models))}
     write_json(
         run_dir / "config.json",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import time
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from sklearn.metrics import (
 
 from .artifacts import environment, write_bytes, write_json, write_text
 from .console import console
-from .cv import check_run_name, latest_run, load_run, load_unit
+from .cv import check_run_name, latest_run, load_run, load_unit, read_run_config
 from .data import Competition, load_competition
 from .errors import UserError
 from .metrics import accuracy, macro_f1
@@ -290,7 +289,7 @@ def build_report(
     t0 = time.perf_counter()
     if max_rows < N_CLASSES * 3:
         raise UserError(f"--max-rows {max_rows}: too few rows to cluster; fix: pass at least {N_CLASSES * 3}")
-    saved = json.loads((run_dir / "config.json").read_text())
+    saved = read_run_config(run_dir)
     seed = int(saved["config"].get("seed", 0))
     data_dir = Path(data_dir or saved["data"])
     comp = load_competition(data_dir)

@@ -34,7 +34,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from rich.table import Table
 
-from .artifacts import environment, write_json, write_text
+from .artifacts import check_writable, environment, write_json, write_text
 from .config import (
     CONFIG_DIR,
     FIELDS,
@@ -628,6 +628,8 @@ def tune_command(args) -> int:
         workers=args.tune_workers,
         threads=args.threads or 1,
     )
+    out = Path(args.out) if args.out else CONFIG_DIR / f"tuned-{name}.toml"
+    check_writable(out.parent)
     try:
         study = run_tune(t)
     except WorkersFailed as e:
@@ -644,7 +646,6 @@ def tune_command(args) -> int:
     if imp is not None:
         console.print(imp)
     write_text(t.study_dir / "trials.csv", study.trials_dataframe().to_csv(index=False))
-    out = Path(args.out) if args.out else CONFIG_DIR / f"tuned-{name}.toml"
     if write_best_config(study, t, out) is not None:
         console.print(f"best config: {out}  (train it: python run.py cv --config {out})")
     if t.storage is None:

@@ -4,11 +4,14 @@ never a traceback, a silent wrong result or a lost file."""
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from competition.data import write_subset
+from competition.folds import make_folds
 from run import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,3 +66,52 @@ def test_a_corrupt_fold_file_is_retrained_by_cv_and_named_by_submit_and_report(t
     for command in (["submit", "--data", str(tiny_data), "--out", str(tmp_path / "sub")], ["report"]):
         assert main([*command, "--workdir", str(wd), "--run", "r"]) == 2
         one_error_line(capsys, f"{fold0}: unreadable or incomplete fold file", "fix: delete it and rerun")
+
+
+# --- item 6: an `error:` line where a traceback was ------------------------------------------------------
+
+
+def test_an_out_or_workdir_that_cannot_hold_files_is_one_error(tiny_data, tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    assert main(["submit", "--workdir", str(tmp_path / "wd"), "--data", str(tiny_data), "--out", str(a_file)]) == 2
+    one_error_line(capsys, f"{a_file}: cannot write there", "fix")
+    out = a_file / "best.toml"  # checked before any trial runs
+    assert main(["tune", "--data", str(tiny_data), "--workdir", str(tmp_path / "wd"), "--out", str(out)]) == 2
+    one_error_line(capsys, f"{a_file}: cannot write there", "fix")
+    assert tiny_cv(tiny_data, a_file / "wd") == 2
+    one_error_line(capsys, "cannot write", "fix")
+
+
+def test_too_few_rows_per_class_for_the_folds_is_one_error(tmp_path, capsys):
+    data = write_subset(tmp_path / "three", 3, 2)  # labels 5, 0, 4: one row per class
+    assert tiny_cv(data, tmp_path / "wd") == 2
+    one_error_line(capsys, "y_train.csv: no class has --folds 2 rows", "fix")
+
+
+def test_the_least_populated_class_warning_is_our_own_line(capsys):
+    y = np.array([0] * 6 + [1] * 6 + [2])  # class 2 has one row, fewer than 2 folds
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a raw scikit-learn warning fails the test
+        fold = make_folds(y, 2, 0, groups=np.arange(len(y)))
+    assert sorted(np.unique(fold)) == [0, 1]
+    out = " ".join(capsys.readouterr().out.split())
+    assert "warning: y_train.csv: a class has only 1 rows, fewer than --folds 2" in out
+
+
+def test_a_model_named_twice_is_one_error(tiny_data, tmp_path, capsys):
+    assert tiny_cv(tiny_data, tmp_path / "wd", "--models", "image,image") == 2
+    one_error_line(capsys, "models must name each model once", "fix")
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"config": 3}', '{"something": "else"}'])
+def test_a_corrupt_or_foreign_run_config_is_one_error(tiny_data, tmp_path, capsys, content):
+    config = tmp_path / "wd" / "r" / "config.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(content)
+    assert tiny_cv(tiny_data, tmp_path / "wd") == 2
+    one_error_line(capsys, f"{config}: unreadable run config", "fix: restore it")
+    assert config.read_text() == content  # not overwritten
+    for command in (["report"], ["submit", "--data", str(tiny_data), "--out", str(tmp_path / "sub")]):
+        assert main([*command, "--workdir", str(tmp_path / "wd"), "--run", "r"]) == 2
+        one_error_line(capsys, f"{config}: unreadable run config")
