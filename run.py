@@ -6,12 +6,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from competition.data import DEFAULT_DATA
 from competition.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
 
 
+def default_data() -> str:
+    """The shipped data folder. competition.data imports torch (seconds), so only main calls this: a Ctrl-C
+    while it loads is handled like any other."""
+    from competition.data import DEFAULT_DATA
+
+    return str(DEFAULT_DATA)
+
+
 def add_config_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="competition folder (default: the shipped data/wsd)")
+    p.add_argument("--data", default=default_data(), help="competition folder (default: the shipped data/wsd)")
     p.add_argument("--workdir", default=None, help="artifact folder holding folds.csv and the runs (default: folds/)")
     p.add_argument("--config", default=None, help="TOML recipe (default: configs/default.toml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
@@ -24,7 +31,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_tune_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="competition folder (default: the shipped data/wsd)")
+    p.add_argument("--data", default=default_data(), help="competition folder (default: the shipped data/wsd)")
     p.add_argument(
         "--workdir", default=None, help="artifact folder holding folds.csv and the studies (default: folds/)"
     )
@@ -60,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="blend cv runs' fold predictions into a validated submission CSV")
     submit.add_argument("--run", action="append", default=[], help="cv run to blend (repeatable; default: the latest)")
     submit.add_argument("--workdir", default=None, help="artifact folder holding the runs (default: folds/)")
-    submit.add_argument("--data", default=str(DEFAULT_DATA), help="competition folder the runs were made on")
+    submit.add_argument("--data", default=default_data(), help="competition folder the runs were made on")
     submit.add_argument("--models", default=None, help="models to blend, e.g. fusion,image or run/model")
     submit.add_argument(
         "--average",
@@ -94,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         if args.command == "cv":
             from competition.cv import cv_command
 

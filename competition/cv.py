@@ -8,11 +8,13 @@ Layout of a run: ``config.json`` (resolved config + data and split fingerprints)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import queue
 import re
+import signal
 import threading
 import time
 import zipfile
@@ -296,11 +298,16 @@ def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
                 result = train_unit(comp, fold_of, cfg, model, fold, run_dir, device, threads, sink)
                 progress.unit_done(model, fold, result)
             return
-        import multiprocessing
+        from multiprocessing.managers import SyncManager
 
-        from joblib import Parallel, delayed
+        from joblib import Parallel, delayed, parallel_config
 
-        with multiprocessing.Manager() as manager:
+        # Ctrl-C reaches the whole process group: only this process acts on it. The helper processes ignore
+        # it, and joblib stops the workers (loky kills their process trees with psutil).
+        manager = SyncManager()
+        manager.start(signal.signal, (signal.SIGINT, signal.SIG_IGN))
+        loky = parallel_config("loky", initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        with manager, loky, _stop_helpers_on_sigint():
             events = manager.Queue()
             stop = threading.Event()
 
@@ -325,6 +332,37 @@ def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
             finally:
                 stop.set()
                 drainer.join(timeout=2)
+
+
+@contextlib.contextmanager
+def _stop_helpers_on_sigint():
+    """Ctrl-C during a parallel run kills the worker and manager processes at once and raises KeyboardInterrupt.
+    The interrupt alone could land inside joblib's wait loop and be lost there, leaving the run waiting on
+    workers for minutes; with the workers gone, joblib fails fast and the failure is reported as the interrupt."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    import psutil
+
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        interrupted.set()
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "resource_tracker" not in " ".join(child.cmdline()):  # it cleans up after the others
+                    child.kill()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    except Exception:
+        if interrupted.is_set():
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _DirectSink:

@@ -4,6 +4,11 @@ never a traceback, a silent wrong result or a lost file."""
 from __future__ import annotations
 
 import io
+import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -115,3 +120,36 @@ def test_a_corrupt_or_foreign_run_config_is_one_error(tiny_data, tmp_path, capsy
     for command in (["report"], ["submit", "--data", str(tiny_data), "--out", str(tmp_path / "sub")]):
         assert main([*command, "--workdir", str(tmp_path / "wd"), "--run", "r"]) == 2
         one_error_line(capsys, f"{config}: unreadable run config")
+
+
+# --- item 5: Ctrl-C during a 2-worker cv ------------------------------------------------------------------
+
+
+def test_ctrl_c_on_a_two_worker_cv_exits_130_at_once_with_one_line(tiny_data, tmp_path):
+    wd = tmp_path / "wd"
+    args = ["--data", str(tiny_data), "--workdir", str(wd), "--folds", "2", "--epochs", "50", "--run", "r"]
+    err_path = tmp_path / "stderr"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "run.py", "cv", *args, "--models", "image,audio", "--workers", "2"],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            start_new_session=True,
+        )
+    deadline = time.time() + 180
+    while not (wd / "r" / "environment.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(3)  # the worker processes start and train (50 epochs: the run is far from done)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    t0 = time.time()
+    try:
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    seconds = time.time() - t0
+    err = err_path.read_text()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["interrupted: every finished unit is kept; rerun the same command to resume"]
+    assert seconds < 20  # a few seconds on an idle machine; bounded on a busy one
