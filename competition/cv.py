@@ -32,7 +32,7 @@ from .data import Competition, duplicate_summary, fit_audio_scaler, load_competi
 from .errors import UserError
 from .folds import load_or_make_folds
 from .metrics import scores
-from .training import Learner, model_kwargs, resolve_device
+from .training import Learner, check_finite, model_kwargs, resolve_device
 
 DEFAULT_WORKDIR = Path(__file__).resolve().parent.parent / "folds"
 
@@ -96,6 +96,7 @@ def train_unit(
     learner.fit(comp.image[tr], audio[tr], comp.y[tr], val=(comp.image[va], audio[va], comp.y[va]), on_epoch=on_epoch)
     oof = learner.val_logits_  # (n_val, 10), from the final epoch's validation pass
     test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
+    check_finite(model, cfg, cfg.epochs, test)
     seconds = time.perf_counter() - t0
     out = run_dir / model
     write_text(out / f"fold{fold}_history.csv", pd.DataFrame(learner.history_).to_csv(index=False))

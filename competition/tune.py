@@ -53,7 +53,7 @@ from .errors import EXIT_INTERRUPTED, UserError
 from .folds import load_or_make_folds
 from .metrics import scores
 from .models import list_models, model_hparams
-from .training import resolve_device
+from .training import TrainingDiverged, resolve_device
 
 SPACE_PATH = CONFIG_DIR / "search.toml"
 # Keys a search may not change: the split (folds, seed, grouping) is shared by every trial, the rest is execution.
@@ -384,7 +384,11 @@ def _objective(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.nd
     tag = f"trial {trial.number:>3}{ctx['tag']}"
     f1s = []
     for k in range(t.trial_folds):  # the same order in every trial: step k compares the same rows
-        result = train_unit(comp, fold_of, cfg, t.model, k, run_dir, ctx["device"], ctx["threads"])
+        try:
+            result = train_unit(comp, fold_of, cfg, t.model, k, run_dir, ctx["device"], ctx["threads"])
+        except TrainingDiverged as e:  # a sampled recipe that diverges is a bad trial, not the study's end
+            console.print(f"{tag} [yellow]pruned[/]: {e}")
+            raise optuna.TrialPruned(str(e)) from None
         f1s.append(result["macro_f1"])
         trial.set_user_attr("fold_macro_f1", f1s)
         mean = float(np.mean(f1s))

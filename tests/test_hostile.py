@@ -153,3 +153,20 @@ def test_ctrl_c_on_a_two_worker_cv_exits_130_at_once_with_one_line(tiny_data, tm
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["interrupted: every finished unit is kept; rerun the same command to resume"]
     assert seconds < 20  # a few seconds on an idle machine; bounded on a busy one
+
+
+# --- item 7: a diverged model is an error, not a result ---------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_non_finite_config_floats_are_refused(tiny_data, tmp_path, capsys, value):
+    assert tiny_cv(tiny_data, tmp_path / "wd", "--set", f"lr={value}") == 2
+    one_error_line(capsys, "config: lr must be a finite number", "fix")
+    assert not (tmp_path / "wd").exists()
+
+
+def test_a_diverging_unit_stops_with_an_error_and_writes_no_result(tiny_data, tmp_path, capsys):
+    assert tiny_cv(tiny_data, tmp_path / "wd", "--set", "lr=1e30") == 2
+    one_error_line(capsys, "image: training diverged (NaN/inf loss or logits at epoch 1, lr 1e+30)", "fix")
+    assert not list((tmp_path / "wd").rglob("fold*.npz"))
+    assert not (tmp_path / "wd" / "r" / "summary.json").exists()
