@@ -125,7 +125,8 @@ def test_a_corrupt_or_foreign_run_config_is_one_error(tiny_data, tmp_path, capsy
 # --- item 5: Ctrl-C during a 2-worker cv ------------------------------------------------------------------
 
 
-def test_ctrl_c_on_a_two_worker_cv_exits_130_at_once_with_one_line(tiny_data, tmp_path):
+@pytest.mark.parametrize("when", ["starting", "training"])
+def test_ctrl_c_on_a_two_worker_cv_exits_130_at_once_with_one_line(tiny_data, tmp_path, when):
     wd = tmp_path / "wd"
     args = ["--data", str(tiny_data), "--workdir", str(wd), "--folds", "2", "--epochs", "50", "--run", "r"]
     err_path = tmp_path / "stderr"
@@ -137,10 +138,13 @@ def test_ctrl_c_on_a_two_worker_cv_exits_130_at_once_with_one_line(tiny_data, tm
             stderr=err,
             start_new_session=True,
         )
-    deadline = time.time() + 180
-    while not (wd / "r" / "environment.json").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(3)  # the worker processes start and train (50 epochs: the run is far from done)
+    if when == "starting":
+        time.sleep(1)  # still importing torch and the rest
+    else:
+        deadline = time.time() + 180
+        while not (wd / "r" / "environment.json").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        time.sleep(3)  # the worker processes start and train (50 epochs: the run is far from done)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     t0 = time.time()
     try:
