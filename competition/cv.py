@@ -5,9 +5,11 @@ macro-F1. The ``cv`` command.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
+import signal
 import threading
 import time
 import zlib
@@ -27,6 +29,7 @@ from .runs import (
     DEFAULT_WORKDIR,
     UnitResult,
     check_resumable,
+    check_run_name,
     checkpoint_path,
     history_path,
     load_run,
@@ -35,7 +38,7 @@ from .runs import (
     unit_path,
     write_run_config,
 )
-from .training import Learner, model_kwargs, resolve_device
+from .training import Learner, check_finite, model_kwargs, resolve_device
 
 
 def unit_seed(seed: int, model: str, fold: int) -> int:
@@ -66,6 +69,7 @@ def train_unit(
     learner.fit(comp.image[tr], audio[tr], comp.y[tr], val=(comp.image[va], audio[va], comp.y[va]), on_epoch=on_epoch)
     oof = learner.val_logits_  # (n_val, 10), from the final epoch's validation pass
     test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
+    check_finite(model, cfg, cfg.epochs, test)
     seconds = time.perf_counter() - t0
     write_text(history_path(run_dir, model, fold), pd.DataFrame(learner.history_).to_csv(index=False))
     write_torch(
@@ -153,11 +157,16 @@ def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
                 result = train_unit(comp, fold_of, cfg, model, fold, run_dir, device, threads, sink)
                 progress.unit_trained(model, fold, result)
             return
-        import multiprocessing
+        from multiprocessing.managers import SyncManager
 
-        from joblib import Parallel, delayed
+        from joblib import Parallel, delayed, parallel_config
 
-        with multiprocessing.Manager() as manager:
+        # Ctrl-C reaches the whole process group: only this process acts on it. The helper processes ignore
+        # it, and joblib stops the workers (loky kills their process trees with psutil).
+        manager = SyncManager()
+        manager.start(signal.signal, (signal.SIGINT, signal.SIG_IGN))
+        loky = parallel_config("loky", initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        with manager, loky, _stop_helpers_on_sigint():
             events = manager.Queue()
             stop = threading.Event()
 
@@ -182,6 +191,37 @@ def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
             finally:
                 stop.set()
                 drainer.join(timeout=2)
+
+
+@contextlib.contextmanager
+def _stop_helpers_on_sigint():
+    """Ctrl-C during a parallel run kills the worker and manager processes at once and raises KeyboardInterrupt.
+    The interrupt alone could land inside joblib's wait loop and be lost there, leaving the run waiting on
+    workers for minutes; with the workers gone, joblib fails fast and the failure is reported as the interrupt."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    import psutil
+
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        interrupted.set()
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "resource_tracker" not in " ".join(child.cmdline()):  # it cleans up after the others
+                    child.kill()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    except Exception:
+        if interrupted.is_set():
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _DirectSink:
@@ -231,5 +271,5 @@ def cv_command(args) -> int:
 
     cfg, name = config_from_args(args)
     workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
-    run_cv(cfg, Path(args.data), workdir, args.run or name)
+    run_cv(cfg, Path(args.data), workdir, check_run_name(name if args.run is None else args.run))
     return 0

@@ -5,6 +5,7 @@ every model, run and tuning trial so that out-of-fold predictions are comparable
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .artifacts import write_json, write_text
+from .console import console
 from .data import Competition, duplicate_groups
 from .errors import UserError
 
@@ -28,10 +30,23 @@ def make_folds(y: np.ndarray, k: int, seed: int, groups: np.ndarray | None = Non
     else:
         if len(np.unique(groups)) < k:
             raise UserError(f"data: only {len(np.unique(groups))} distinct duplicate groups, fewer than --folds {k}")
+        counts = np.bincount(y)[np.unique(y)]  # rows per present class
+        if counts.max() < k:
+            raise UserError(
+                f"y_train.csv: no class has --folds {k} rows (the largest has {counts.max()}); "
+                "fix: use fewer folds or more rows"
+            )
+        if counts.min() < k:  # said once here, in place of scikit-learn's "least populated class" warning
+            console.print(
+                f"[yellow]warning:[/] y_train.csv: a class has only {counts.min()} rows, fewer than --folds {k}: "
+                "some validation folds hold none of it"
+            )
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
         splits = splitter.split(np.zeros(len(y)), y, groups)
-    for i, (_, val_idx) in enumerate(splits):
-        fold[val_idx] = i
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for i, (_, val_idx) in enumerate(splits):
+            fold[val_idx] = i
     return fold
 
 
@@ -54,7 +69,6 @@ def load_or_make_folds(comp: Competition, workdir: Path, k: int, seed: int, grou
     groups = duplicate_groups(comp.image, comp.audio) if grouped else np.arange(comp.n_train)
     fold = make_folds(comp.y, k, seed, groups if grouped else None)
     df = pd.DataFrame({"row_id": comp.row_ids, "label": comp.y, "group": groups, "fold": fold})
-    workdir.mkdir(parents=True, exist_ok=True)
     write_text(path, df.to_csv(index=False))
     write_json(meta_path, meta)
     return df

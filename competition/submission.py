@@ -15,7 +15,7 @@ import pandas as pd
 from rich.table import Table
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .artifacts import environment, write_json, write_npz, write_text
+from .artifacts import check_writable, environment, write_json, write_npz, write_text
 from .blend import BLENDS, SPACES, Agreement, BlendResult, agreement_shift, blend_models, odd_ones_out
 from .console import console
 from .data import N_CLASSES, Competition, load_competition
@@ -203,6 +203,8 @@ def submit_command(args) -> int:
         raise UserError(f"--rounds {args.rounds}: must be >= 1; fix the value")
     name = _plain_name(args.name) if args.name else None
     workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
+    out = Path(args.out) if args.out else DEFAULT_OUT
+    check_writable(out)
     comp = load_competition(args.data)
     runs = load_runs(workdir, args.run or [latest_run(workdir)], comp, _models_flag(args.models))
     oof = {f"{r.name}/{m}": r.oof[m] for r in runs for m in r.oof}
@@ -230,7 +232,6 @@ def submit_command(args) -> int:
     console.print(f"blending {len(oof)} models of run(s) {', '.join(names)} on {comp.n_train} out-of-fold rows")
     result = blend_models(oof, test, comp.y, runs[0].fold_of, spaces, blends, args.rounds)
     name = name or f"{'+'.join(names)}-{result.chosen.name}"
-    out = Path(args.out) if args.out else DEFAULT_OUT
     path = write_submission(out, name, comp, result, runs, args.rounds, agreement, left_out)
     console.print(*submit_tables(result))
     c = result.chosen

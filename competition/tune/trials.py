@@ -18,7 +18,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from ..artifacts import environment, write_json, write_text
+from ..artifacts import check_writable, environment, write_json, write_text
 from ..config import CONFIG_DIR, FLAG_KEYS, config_from_args, load_config, parse_overrides
 from ..console import console
 from ..cv import train_unit
@@ -28,7 +28,7 @@ from ..folds import load_or_make_folds
 from ..metrics import scores
 from ..models import list_models
 from ..runs import DEFAULT_WORKDIR, load_run, split_fingerprint, write_run_config
-from ..training import resolve_device
+from ..training import TrainingDiverged, resolve_device
 from .results import best_trials_table, fmt_value, importance_table, write_best_config
 from .search_space import SPACE_PATH, load_space, sample_params
 from .study import FINISHED, Tuning, claim_study, fail_orphaned_trials, identity, open_storage, owner, redact
@@ -49,7 +49,11 @@ def _train_trial(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.
     tag = f"trial {trial.number:>3}{ctx['tag']}"
     f1s = []
     for k in range(t.trial_folds):  # the same order in every trial: step k compares the same rows
-        result = train_unit(comp, fold_of, cfg, t.model, k, run_dir, ctx["device"], ctx["threads"])
+        try:
+            result = train_unit(comp, fold_of, cfg, t.model, k, run_dir, ctx["device"], ctx["threads"])
+        except TrainingDiverged as e:  # a sampled recipe that diverges is a bad trial, not the study's end
+            console.print(f"{tag} [yellow]pruned[/]: {e}")
+            raise optuna.TrialPruned(str(e)) from None
         f1s.append(result.macro_f1)
         trial.set_user_attr("fold_macro_f1", f1s)
         mean = float(np.mean(f1s))
@@ -225,6 +229,8 @@ def tune_command(args) -> int:
         processes=args.trial_processes,
         threads=args.threads or 1,
     )
+    out = Path(args.out) if args.out else CONFIG_DIR / f"tuned-{name}.toml"
+    check_writable(out.parent)
     try:
         study = run_tune(t)
     except WorkersFailed as e:
@@ -241,7 +247,6 @@ def tune_command(args) -> int:
     if imp is not None:
         console.print(imp)
     write_text(t.study_dir / "trials.csv", study.trials_dataframe().to_csv(index=False))
-    out = Path(args.out) if args.out else CONFIG_DIR / f"tuned-{name}.toml"
     if write_best_config(study, t, out) is not None:
         console.print(f"best config: {out}  (train it: python run.py cv --config {out})")
     if t.storage is None:
