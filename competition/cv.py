@@ -33,6 +33,7 @@ from .runs import (
     checkpoint_path,
     history_path,
     load_run,
+    read_run_config,
     split_fingerprint,
     unit_finished,
     unit_path,
@@ -250,11 +251,13 @@ class _Null:
 
 
 def summarise(run_dir: Path, comp: Competition, cfg: Config, quiet: bool = False) -> CVResult:
-    """Per-fold and out-of-fold scores of the run's models; writes scores.csv, summary.json and prints a table."""
-    run = load_run(run_dir, comp.n_train, cfg.models)
-    per_fold = pd.DataFrame([dataclasses.asdict(r) for m in cfg.models if m in run.folds for r in run.folds[m]])
+    """Per-fold and out-of-fold scores of every model of the run (this command's first, then those of earlier
+    commands, e.g. after a rerun with a subset of --models); writes scores.csv, summary.json and prints a table."""
+    run = load_run(run_dir, comp.n_train)
+    models = list(dict.fromkeys([*cfg.models, *read_run_config(run_dir)["config"]["models"]]))
+    per_fold = pd.DataFrame([dataclasses.asdict(r) for m in models if m in run.folds for r in run.folds[m]])
     oof_rows = {}
-    for m in cfg.models:
+    for m in models:
         if m in run.folds and len(run.folds[m]) == cfg.folds:
             oof_rows[m] = scores(comp.y, run.oof[m])  # f1_score(average="macro") over all training rows
     oof = pd.DataFrame.from_dict(oof_rows, orient="index", columns=["macro_f1", "accuracy"])

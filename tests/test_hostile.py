@@ -4,6 +4,7 @@ never a traceback, a silent wrong result or a lost file."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from competition.data import write_subset
@@ -174,3 +176,17 @@ def test_a_diverging_unit_stops_with_an_error_and_writes_no_result(tiny_data, tm
     one_error_line(capsys, "image: training diverged (NaN/inf loss or logits at epoch 1, lr 1e+30)", "fix")
     assert not list((tmp_path / "wd").rglob("fold*.npz"))
     assert not (tmp_path / "wd" / "r" / "summary.json").exists()
+
+
+# --- item 8: a rerun with a subset of the run's models keeps every model in the summary --------------------
+
+
+def test_a_rerun_with_a_subset_of_the_models_keeps_every_model_in_the_summary(tiny_data, tmp_path):
+    wd = tmp_path / "wd"
+    assert tiny_cv(tiny_data, wd, "--models", "image,audio") == 0
+    run = wd / "r"
+    summary, scores = (run / "summary.json").read_text(), (run / "scores.csv").read_text()
+    assert set(json.loads(summary)["oof"]) == {"image", "audio"}
+    assert tiny_cv(tiny_data, wd, "--models", "image") == 0  # trains nothing: every image fold is finished
+    assert set(json.loads((run / "summary.json").read_text())["oof"]) == {"image", "audio"}
+    assert sorted(pd.read_csv(run / "scores.csv")["model"]) == sorted(pd.read_csv(io.StringIO(scores))["model"])
