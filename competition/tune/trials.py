@@ -38,9 +38,29 @@ class WorkersFailed(RuntimeError):
     """A spawned trial process ended with an error (its own output says which)."""
 
 
+class SurplusTrial(Exception):
+    """A trial asked for when the study's target was already claimed by finished and running trials."""
+
+
+CLAIMED = (*FINISHED, TrialState.RUNNING)  # the trials that count toward --trials when a trial starts
+
+
+def _claim(trial: optuna.Trial, t: Tuning) -> None:
+    """Count and claim: the storage numbers trials atomically, so a trial runs only when fewer than --trials
+    trials numbered before it are finished or running. Concurrent commands then hold the target exactly (unless
+    a running trial fails later: the study ends short, and a rerun adds the missing trials). A surplus trial
+    trains nothing: it is stored as FAIL (user attribute ``surplus``) and this worker stops."""
+    ahead = [tr for tr in trial.study.get_trials(deepcopy=False, states=CLAIMED) if tr.number < trial.number]
+    if len(ahead) >= t.trials:
+        trial.set_user_attr("surplus", True)
+        trial.study.stop()
+        raise SurplusTrial(f"trial {trial.number}: the study's {t.trials} trials are already finished or running")
+
+
 def _train_trial(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.ndarray, ctx: dict) -> float:
     """Train folds 0..K-1 of one sampled recipe; the mean fold macro-F1, reported after every fold."""
     trial.set_user_attr("worker", owner())  # first: lets a later start fail this trial if the worker dies
+    _claim(trial, t)
     params = sample_params(trial, t.search_space.params)
     cfg = load_config(None, t.cfg.to_dict() | params | {"models": [t.model]})
     run_dir = t.study_dir / f"trial-{trial.number}"
@@ -101,13 +121,14 @@ def optimize(t: Tuning, n_trials: int, seed: int, worker: int, comp: Competition
     study = optuna.load_study(
         study_name=t.study, storage=open_storage(t.storage, t.journal), sampler=sampler, pruner=pruner
     )
-    stop = optuna.study.MaxTrialsCallback(t.trials, states=FINISHED)  # other workers may have finished the rest
+    stop = optuna.study.MaxTrialsCallback(t.trials, states=CLAIMED)  # other workers may be running the rest
     try:
         study.optimize(
             lambda trial: _train_trial(trial, t, comp, fold_of, ctx),
             n_trials=n_trials,
             timeout=t.timeout,
             callbacks=[stop],
+            catch=(SurplusTrial,),
         )
     finally:
         # Optuna fails a trial on an Exception or Ctrl-C; a SystemExit (rich exits so on a closed stdout pipe)
@@ -163,12 +184,14 @@ def run_tune(t: Tuning) -> optuna.Study:
     failed = fail_orphaned_trials(study)
     trials = study.get_trials(deepcopy=False)
     n_finished = sum(tr.state in FINISHED for tr in trials)
-    remaining = max(0, t.trials - n_finished)
+    n_running = sum(tr.state == TrialState.RUNNING for tr in trials)  # live workers' (dead ones' are failed)
+    remaining = max(0, t.trials - n_finished - n_running)
     workers = max(1, min(t.processes, remaining))
     console.print(
         f"study {t.study!r} ({where}): model {t.model}, {len(t.search_space.params)} parameters, "
         f"{t.trial_folds} of {t.cfg.folds} folds per trial, {t.cfg.epochs} epochs; "
         f"{n_finished} trials finished"
+        + (f", {n_running} running elsewhere" if n_running else "")
         + (f", {len(failed)} interrupted trial(s) marked FAIL ({failed})" if failed else "")
         + f"; {remaining} to run on {workers} worker(s)"
         + ("" if t.prune else ", pruning off")
