@@ -18,7 +18,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.preprocessing import StandardScaler
 
-from .errors import UserError
+from .errors import UserError, plain
 
 # The shapes of the competition's arrays (the models are built for them).
 IMAGE_SIDE = 28
@@ -124,7 +124,8 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise UserError(f"{path}: {int(ids.isna().sum())} missing row_id values; fix: give every row an id")
     dup = ids[ids.duplicated()]
     if len(dup):
-        raise UserError(f"{path}: {len(dup)} duplicate row_id values (first {dup.iloc[0]!r}); fix: make ids unique")
+        first = plain(dup.iloc[0])
+        raise UserError(f"{path}: {len(dup)} duplicate row_id values (first {first!r}); fix: make ids unique")
     return df
 
 
@@ -134,8 +135,8 @@ def _labels(df: pd.DataFrame, path: Path) -> np.ndarray:
     if not ok.all():
         i = int(np.flatnonzero(~ok.to_numpy())[0])
         raise UserError(
-            f"{path}: {int((~ok).sum())} labels are not integers in 0-9 (first at row_id {df['row_id'].iloc[i]!r}: "
-            f"{df['label'].iloc[i]!r}); fix the labels"
+            f"{path}: {int((~ok).sum())} labels are not integers in 0-9 "
+            f"(first at row_id {plain(df['row_id'].iloc[i])!r}: {plain(df['label'].iloc[i])!r}); fix the labels"
         )
     return raw.to_numpy().astype(np.int64)
 

@@ -65,6 +65,12 @@ def load_or_make_folds(comp: Competition, workdir: Path, k: int, seed: int, grou
         df = pd.read_csv(path)
         if len(df) != comp.n_train or not (df["row_id"].to_numpy() == comp.row_ids).all():
             raise UserError(f"{path}: rows do not match the data's y_train.csv; fix: delete {path} to resplit")
+        if saved.get("seed") != seed:  # kept: every run of a workdir shares one split (runs are blended on it)
+            console.print(
+                f"[yellow]warning:[/] {path}: the saved split was made with seed {saved.get('seed')}, not --seed "
+                f"{seed}; it is kept (--seed {seed} seeds the models only); fix: pass --workdir DIR for a split "
+                f"of seed {seed}"
+            )
         return df
     groups = duplicate_groups(comp.image, comp.audio) if grouped else np.arange(comp.n_train)
     fold = make_folds(comp.y, k, seed, groups if grouped else None)

@@ -190,3 +190,44 @@ def test_a_rerun_with_a_subset_of_the_models_keeps_every_model_in_the_summary(ti
     assert tiny_cv(tiny_data, wd, "--models", "image") == 0  # trains nothing: every image fold is finished
     assert set(json.loads((run / "summary.json").read_text())["oof"]) == {"image", "audio"}
     assert sorted(pd.read_csv(run / "scores.csv")["model"]) == sorted(pd.read_csv(io.StringIO(scores))["model"])
+
+
+# --- item 10: the small ones ----------------------------------------------------------------------------
+
+
+def test_a_seed_other_than_the_saved_splits_says_the_split_is_kept(tiny_data, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    assert tiny_cv(tiny_data, wd) == 0
+    split = (wd / "folds.csv").read_bytes()
+    assert "saved split" not in capsys.readouterr().out
+    assert tiny_cv(tiny_data, wd, "--seed", "5", "--run", "s5") == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert "warning:" in out and "made with seed 0, not --seed 5; it is kept" in out
+    assert (wd / "folds.csv").read_bytes() == split
+
+
+def test_report_on_an_unfinished_run_names_the_missing_folds(tiny_data, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    assert tiny_cv(tiny_data, wd, "--models", "image,audio") == 0
+    (wd / "r" / "audio" / "fold1.npz").unlink()
+    capsys.readouterr()
+    assert main(["report", "--workdir", str(wd), "--run", "r", "--max-rows", "60"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "run 'r' is unfinished: audio fold(s) 1 of 2 missing" in out
+    assert json.loads((wd / "r" / "report" / "report.json").read_text())["missing"] == {"audio": [1]}
+
+
+@pytest.mark.parametrize(
+    "lines, needle",
+    [
+        (["0,1", "7,2", "7,3"], "(first 7)"),  # a duplicate row_id
+        (["0,1", "1,12", "2,3"], "(first at row_id 1: 12)"),  # a label out of range
+    ],
+)
+def test_error_messages_print_plain_numbers_not_numpy_reprs(tiny_data, capsys, lines, needle):
+    ids = np.loadtxt(tiny_data / "y_train.csv", delimiter=",", skiprows=1, dtype=np.int64)
+    body = "\n".join(lines + [f"{i},{label}" for i, label in ids[len(lines) :]])
+    (tiny_data / "y_train.csv").write_text("row_id,label\n" + body + "\n")
+    assert main(["cv", "--data", str(tiny_data), "--workdir", str(tiny_data.parent / "wd")]) == 2
+    line = one_error_line(capsys, needle)
+    assert "np." not in line
