@@ -6,13 +6,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from competition.data import DEFAULT_DATA
 from competition.errors import EXIT_INTERRUPTED, EXIT_USER_ERROR, UserError
+
+
+def default_data() -> str:
+    """The shipped data folder. competition.data imports scipy and scikit-learn (a second or more), so only main
+    calls this: a Ctrl-C while they load is handled like any other."""
+    from competition.data import DEFAULT_DATA
+
+    return str(DEFAULT_DATA)
 
 
 def add_recipe_flags(p: argparse.ArgumentParser, what: str) -> None:
     """The flags cv and tune share: the data, the workdir, the recipe and its most used keys."""
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="competition folder (default: the shipped data/wsd)")
+    p.add_argument("--data", default=default_data(), help="competition folder (default: the shipped data/wsd)")
     p.add_argument(
         "--workdir", default=None, help=f"artifact folder holding folds.csv and the {what} (default: folds/)"
     )
@@ -68,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="blend cv runs' fold predictions into a validated submission CSV")
     submit.add_argument("--run", action="append", default=[], help="cv run to blend (repeatable; default: the latest)")
     submit.add_argument("--workdir", default=None, help="artifact folder holding the runs (default: folds/)")
-    submit.add_argument("--data", default=str(DEFAULT_DATA), help="competition folder the runs were made on")
+    submit.add_argument("--data", default=default_data(), help="competition folder the runs were made on")
     submit.add_argument("--models", default=None, help="models to blend, e.g. fusion,image or run/model")
     submit.add_argument(
         "--average",
@@ -124,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         if args.command == "cv":
             from competition.cv import cv_command
 

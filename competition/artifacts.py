@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import UserError
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -21,8 +23,11 @@ os.umask(_UMASK)
 def write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the whole new one, never a part."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:  # unwritable folder, a file where a folder belongs, disk full...
+        raise UserError(f"{path}: cannot write ({e.strerror}); fix: pass a writable folder") from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give them the usual permissions
         with os.fdopen(fd, "wb") as f:
@@ -30,9 +35,22 @@ def write_bytes(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise UserError(f"{path}: cannot write ({e.strerror}); fix: free space or pass another folder") from None
         raise
+
+
+def check_writable(folder: str | Path) -> None:
+    """Fail at once, not after the work, when files cannot be written in ``folder`` (made if missing)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UserError(f"{folder}: cannot write there ({e.strerror}); fix: pass a writable folder") from None
 
 
 def write_text(path: str | Path, text: str) -> None:

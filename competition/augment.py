@@ -15,9 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from .config import Config
-from .data import IMAGE_SIDE
-
-AUDIO_FRAMES, AUDIO_COEFS = 39, 13  # AUDIO_WIDTH = 507 values, frame-major
+from .data import AUDIO_COEFS, AUDIO_FRAMES, IMAGE_SIDE  # AUDIO_WIDTH = 507 values, frame-major
 
 
 def _uniform(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> torch.Tensor:

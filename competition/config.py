@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,9 @@ class Config:
         return dataclasses.replace(self, per_model={}, **self.per_model.get(name, {}))
 
     def validate(self) -> Config:
+        infinite = [k for k, v in self.to_dict().items() if isinstance(v, float) and not math.isfinite(v)]
         checks = [
+            (not infinite, f"{', '.join(infinite)} must be a finite number (not inf or nan)"),
             (self.folds >= 2, "folds must be >= 2"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
@@ -130,6 +133,7 @@ class Config:
             (self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
             (self.workers >= 0, "workers must be >= 0"),
             (len(self.models) > 0, "models must name at least one model"),
+            (len(set(self.models)) == len(self.models), "models must name each model once"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -6,9 +6,11 @@ The ``cv`` command.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
+import signal
 import threading
 import time
 import zlib
@@ -30,15 +32,17 @@ from .runs import (
     DEFAULT_WORKDIR,
     UnitResult,
     check_resumable,
+    check_run_name,
     checkpoint_path,
     history_path,
     load_run,
+    read_run_config,
     split_fingerprint,
     unit_finished,
     unit_path,
     write_run_config,
 )
-from .training import Learner, model_kwargs, resolve_device
+from .training import Learner, check_finite, model_kwargs, resolve_device
 
 
 def unit_seed(seed: int, model: str, fold: int) -> int:
@@ -69,6 +73,7 @@ def train_unit(
     learner.fit(comp.image[tr], audio[tr], comp.y[tr], val=(comp.image[va], audio[va], comp.y[va]), on_epoch=on_epoch)
     oof = learner.val_logits_  # (n_val, 10), from the final epoch's validation pass
     test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
+    check_finite(model, cfg, cfg.epochs, test)
     seconds = time.perf_counter() - t0
     write_text(history_path(run_dir, model, fold), pd.DataFrame(learner.history_).to_csv(index=False))
     write_torch(
@@ -164,11 +169,16 @@ def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
                 result = train_unit(comp, fold_of, cfg, model, fold, run_dir, device, threads, sink)
                 progress.unit_trained(model, fold, result)
             return
-        import multiprocessing
+        from multiprocessing.managers import SyncManager
 
-        from joblib import Parallel, delayed
+        from joblib import Parallel, delayed, parallel_config
 
-        with multiprocessing.Manager() as manager:
+        # Ctrl-C reaches the whole process group: only this process acts on it. The helper processes ignore
+        # it, and joblib stops the workers (loky kills their process trees with psutil).
+        manager = SyncManager()
+        manager.start(signal.signal, (signal.SIGINT, signal.SIG_IGN))
+        loky = parallel_config("loky", initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+        with manager, loky, _stop_helpers_on_sigint():
             events = manager.Queue()
             stop = threading.Event()
 
@@ -193,6 +203,37 @@ def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
             finally:
                 stop.set()
                 drainer.join(timeout=2)
+
+
+@contextlib.contextmanager
+def _stop_helpers_on_sigint():
+    """Ctrl-C during a parallel run kills the worker and manager processes at once and raises KeyboardInterrupt.
+    The interrupt alone could land inside joblib's wait loop and be lost there, leaving the run waiting on
+    workers for minutes; with the workers gone, joblib fails fast and the failure is reported as the interrupt."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    import psutil
+
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        interrupted.set()
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "resource_tracker" not in " ".join(child.cmdline()):  # it cleans up after the others
+                    child.kill()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    except Exception:
+        if interrupted.is_set():
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class _DirectSink:
@@ -221,11 +262,13 @@ class _Null:
 
 
 def summarise(run_dir: Path, comp: Competition, cfg: Config, quiet: bool = False) -> CVResult:
-    """Per-fold and out-of-fold scores of the run's models; writes scores.csv, summary.json and prints a table."""
-    run = load_run(run_dir, comp.n_train, cfg.models)
-    per_fold = pd.DataFrame([dataclasses.asdict(r) for m in cfg.models if m in run.folds for r in run.folds[m]])
+    """Per-fold and out-of-fold scores of every model of the run (this command's first, then those of earlier
+    commands, e.g. after a rerun with a subset of --models); writes scores.csv, summary.json and prints a table."""
+    run = load_run(run_dir, comp.n_train)
+    models = list(dict.fromkeys([*cfg.models, *read_run_config(run_dir)["config"]["models"]]))
+    per_fold = pd.DataFrame([dataclasses.asdict(r) for m in models if m in run.folds for r in run.folds[m]])
     oof_rows = {}
-    for m in cfg.models:
+    for m in models:
         if m in run.folds and len(run.folds[m]) == cfg.folds:
             oof_rows[m] = scores(comp.y, run.oof[m])  # f1_score(average="macro") over all training rows
             write_prediction_files(run_dir / m, run.oof[m], run.test[m])  # oof.npy, test.npy
@@ -247,7 +290,7 @@ def cv_command(args) -> int:
         from .tracking import import_mlflow, log_cv_run
 
         import_mlflow()  # a missing package is an error before training, not after
-    result = run_cv(cfg, Path(args.data), workdir, args.run or name)
+    result = run_cv(cfg, Path(args.data), workdir, check_run_name(name if args.run is None else args.run))
     if args.track:
         rid = log_cv_run(result.run_dir, workdir)
         console.print(f"mlflow: {'logged as run ' + rid if rid else 'already logged, unchanged'}")

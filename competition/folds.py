@@ -6,6 +6,7 @@ and blendable.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .adversarial import load_or_run
 from .artifacts import write_json, write_text
+from .console import console
 from .data import Competition
 from .errors import UserError
 from .splits import choose_split, cluster_folds, split_groups
@@ -31,10 +33,23 @@ def make_folds(y: np.ndarray, k: int, seed: int, groups: np.ndarray | None = Non
     else:
         if len(np.unique(groups)) < k:
             raise UserError(f"data: only {len(np.unique(groups))} distinct duplicate groups, fewer than --folds {k}")
+        counts = np.bincount(y)[np.unique(y)]  # rows per present class
+        if counts.max() < k:
+            raise UserError(
+                f"y_train.csv: no class has --folds {k} rows (the largest has {counts.max()}); "
+                "fix: use fewer folds or more rows"
+            )
+        if counts.min() < k:  # said once here, in place of scikit-learn's "least populated class" warning
+            console.print(
+                f"[yellow]warning:[/] y_train.csv: a class has only {counts.min()} rows, fewer than --folds {k}: "
+                "some validation folds hold none of it"
+            )
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
         splits = splitter.split(np.zeros(len(y)), y, groups)
-    for i, (_, val_idx) in enumerate(splits):
-        fold[val_idx] = i
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for i, (_, val_idx) in enumerate(splits):
+            fold[val_idx] = i
     return fold
 
 
@@ -63,13 +78,18 @@ def load_or_make_folds(
         df = pd.read_csv(path)
         if len(df) != comp.n_train or not (df["row_id"].to_numpy() == comp.row_ids).all():
             raise UserError(f"{path}: rows do not match the data's y_train.csv; fix: delete {path} to resplit")
+        if saved.get("seed") != seed:  # kept: every run of a workdir shares one split (runs are blended on it)
+            console.print(
+                f"[yellow]warning:[/] {path}: the saved split was made with seed {saved.get('seed')}, not --seed "
+                f"{seed}; it is kept (--seed {seed} seeds the models only); fix: pass --workdir DIR for a split "
+                f"of seed {seed}"
+            )
         df.attrs |= {"split": kind, "why": why}
         return df
     groups = split_groups(comp, kind, k)
     fold = cluster_folds(groups, k, seed) if kind == "cluster" else make_folds(comp.y, k, seed, groups)
     groups = np.arange(comp.n_train) if groups is None else groups
     df = pd.DataFrame({"row_id": comp.row_ids, "label": comp.y, "group": groups, "fold": fold})
-    workdir.mkdir(parents=True, exist_ok=True)
     write_text(path, df.to_csv(index=False))
     write_json(meta_path, meta)
     df.attrs |= {"split": kind, "why": why}

@@ -54,6 +54,7 @@ from .runs import (
     find_run,
     load_run,
     load_unit,
+    missing_folds,
     read_run_config,
     unit_files,
 )
@@ -218,9 +219,16 @@ def build_report(
     run = load_run(run_dir, comp.n_train)
     if not run.models:
         raise UserError(f"{run_dir}: no finished (model, fold) units; fix: run `python run.py cv` first")
+    missing = missing_folds(run_dir, saved)
+    if missing:
+        what = "; ".join(f"{m} fold(s) {','.join(map(str, f))}" for m, f in missing.items())
+        console.print(
+            f"[yellow]warning:[/] run {run_dir.name!r} is unfinished: {what} of {saved['config']['folds']} missing; "
+            f"the report covers the finished ones; fix: finish it with `run.py cv --run {run_dir.name}` (same flags)"
+        )
     out_dir = run_dir / REPORT_DIR
     models = _model_order(run.models)
-    report: dict = {"run": str(run_dir), "data": str(comp.root), "models": {}, "figures": []}
+    report: dict = {"run": str(run_dir), "data": str(comp.root), "missing": missing, "models": {}, "figures": []}
 
     for m in models:
         oof = run.oof[m]

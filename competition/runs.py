@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import re
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 
 from .artifacts import write_json
 from .config import Config
+from .console import console
 from .data import N_CLASSES, Competition
 from .errors import UserError
 
@@ -44,6 +46,16 @@ def checkpoint_path(run_dir: Path, model: str, fold: int) -> Path:
 
 def history_path(run_dir: Path, model: str, fold: int) -> Path:
     return run_dir / model / f"fold{fold}_history.csv"
+
+
+def check_run_name(name: str) -> str:
+    """A run name is one folder under the workdir: letters, digits, '.', '_' and '-', not starting with '.'."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UserError(
+            f"--run {name!r}: a run name is one folder name of letters, digits, '.', '_' and '-' (not a path); "
+            "fix the name"
+        )
+    return name
 
 
 def fold_number(path: Path) -> int | None:
@@ -93,25 +105,30 @@ class Unit:
 
 
 def load_unit(path: Path) -> Unit:
-    """Read one ``fold<k>.npz``; an unreadable or incomplete file is a UserError naming it."""
+    """Read one ``fold<k>.npz`` whole; an unreadable, truncated or incomplete file is a UserError naming it."""
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             val_idx, oof, test, raw = z["val_idx"], z["oof_logits"], z["test_logits"], str(z["result"])
         fields = {f.name for f in dataclasses.fields(UnitResult)}
         result = UnitResult(**{k: v for k, v in json.loads(raw).items() if k in fields})
-    except (OSError, ValueError, KeyError, TypeError) as e:  # json.JSONDecodeError is a ValueError
-        raise UserError(f"{path}: unreadable fold file ({e}); fix: delete it and rerun `run.py cv`") from None
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        # json.JSONDecodeError is a ValueError; a truncated zip raises BadZipFile or EOFError
+        raise UserError(
+            f"{path}: unreadable or incomplete fold file ({type(e).__name__}); fix: delete it and rerun "
+            "`run.py cv` with the run's flags, which trains that fold again"
+        ) from None
     return Unit(fold_number(path), val_idx, oof, test, result)
 
 
 def unit_finished(run_dir: Path, model: str, fold: int) -> bool:
-    """Whether the unit's fold file exists and reads; an unreadable one is trained again."""
+    """Whether the unit's fold file exists and reads; an unreadable one is trained again (and cv says so)."""
     path = unit_path(run_dir, model, fold)
     if not path.exists():
         return False
     try:
         load_unit(path)
     except UserError:
+        console.print(f"[yellow]warning:[/] {path}: unreadable or incomplete fold file; training that unit again")
         return False
     return True
 
@@ -134,8 +151,15 @@ def read_run_config(run_dir: Path) -> dict:
         meta = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         meta = {"error": str(e)}
-    if not isinstance(meta.get("config"), dict) or not {"folds", "models"} <= meta["config"].keys():
-        raise UserError(f"{path}: unreadable run config; fix: rerun `run.py cv --run {run_dir.name}`")
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("config"), dict)
+        or not {"folds", "models"} <= meta["config"].keys()
+    ):
+        raise UserError(
+            f"{path}: unreadable run config (not the config.json `run.py cv` writes); fix: restore it, or delete "
+            f"{run_dir} and rerun `run.py cv --run {run_dir.name}`"
+        )
     return meta
 
 
@@ -161,7 +185,7 @@ def check_resumable(run_dir: Path, cfg: Config, comp: Competition, split_fp: str
     path = run_dir / CONFIG_FILE
     if not path.exists():
         return None
-    saved = json.loads(path.read_text())
+    saved = read_run_config(run_dir)
     # A key added to Config after the run was made defaults to "off", which is what the run computed.
     before = Config().to_dict() | saved["config"]
     diffs = [f"{k}: {before[k]!r} -> {v!r}" for k, v in cfg.result_dict().items() if before[k] != v]
@@ -208,7 +232,7 @@ def latest_run(workdir: Path) -> str:
 def find_run(workdir: Path, run: str | None) -> Path:
     """``workdir/run``, or the latest finished run when ``run`` is None."""
     if run is not None:
-        run_dir = workdir / run
+        run_dir = workdir / check_run_name(run)
         if not (run_dir / CONFIG_FILE).is_file():
             raise UserError(f"--run {run}: no run at {run_dir}; fix: name a folder made by `python run.py cv`")
         return run_dir
@@ -317,7 +341,7 @@ def load_runs(workdir: Path, names: list[str], comp: Competition, models: list[s
     """
     if len(set(names)) != len(names):
         raise UserError(f"--run: a run is named twice ({', '.join(names)}); fix: name each run once")
-    dirs = [workdir / n for n in names]
+    dirs = [workdir / check_run_name(n) for n in names]
     for d in dirs:
         if not d.is_dir():
             raise UserError(f"{d}: run not found; fix: pass --run with a folder under --workdir {workdir}")

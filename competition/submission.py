@@ -6,6 +6,7 @@ validate it, and score a submission against a labelled holdout. The ``submit`` a
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import re
 import time
@@ -16,12 +17,12 @@ import pandas as pd
 from rich.table import Table
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from .artifacts import environment, write_json, write_npz, write_text
+from .artifacts import check_writable, environment, write_json, write_npz, write_text
 from .blend import BLENDS, SPACES, Agreement, BlendResult, agreement_shift, blend_models, shifted_blocks
 from .consensus import ConsensusReport, decide_consensus, joint_groups
 from .console import console
 from .data import N_CLASSES, Competition, load_competition
-from .errors import UserError
+from .errors import UserError, plain
 from .metrics import accuracy, macro_f1
 from .refit import refit_run
 from .runs import DEFAULT_WORKDIR, Run, latest_run, load_runs
@@ -44,20 +45,22 @@ def _read_str_csv(path: Path) -> pd.DataFrame:
 
 def render_submission(sample_path: Path, labels: np.ndarray) -> bytes:
     """The sample submission's bytes with its label column replaced: same header, row_id text and order,
-    same line endings."""
+    same line endings, the same UTF-8 byte order mark if it has one."""
     sample = _read_str_csv(sample_path)
     if len(labels) != len(sample):
         raise UserError(f"{sample_path}: {len(sample)} rows but {len(labels)} predictions; fix: pass the run's --data")
-    crlf = b"\r\n" in sample_path.read_bytes()[:4096]
+    head = sample_path.read_bytes()[:4096]
+    bom = codecs.BOM_UTF8 if head.startswith(codecs.BOM_UTF8) else b""  # pandas drops it on reading: put it back
     out = sample.copy()
     out[out.columns[-1]] = np.asarray(labels).astype(np.int64).astype(str)
-    return out.to_csv(index=False, lineterminator="\r\n" if crlf else "\n").encode()
+    return bom + out.to_csv(index=False, lineterminator="\r\n" if b"\r\n" in head else "\n").encode()
 
 
 def _check_unique(ids: pd.Series, path: Path) -> None:
     dup = ids[ids.duplicated()]
     if len(dup):
-        raise UserError(f"{path}: {len(dup)} duplicate row_id(s) (first {dup.iloc[0]!r}); fix: one row per row_id")
+        first = plain(dup.iloc[0])
+        raise UserError(f"{path}: {len(dup)} duplicate row_id(s) (first {first!r}); fix: one row per row_id")
 
 
 def _check_ids(ids: pd.Series, ref: pd.Series, path: Path, ref_path: Path) -> None:
@@ -66,12 +69,13 @@ def _check_ids(ids: pd.Series, ref: pd.Series, path: Path, ref_path: Path) -> No
     missing, extra = ref[~ref.isin(ids)], ids[~ids.isin(ref)]
     if len(missing):
         raise UserError(
-            f"{path}: {len(missing)} row_id(s) of {ref_path.name} missing (first {missing.iloc[0]!r}); "
+            f"{path}: {len(missing)} row_id(s) of {ref_path.name} missing (first {plain(missing.iloc[0])!r}); "
             "fix: predict every row"
         )
     if len(extra):
         raise UserError(
-            f"{path}: {len(extra)} row_id(s) not in {ref_path.name} (first {extra.iloc[0]!r}); fix: drop those rows"
+            f"{path}: {len(extra)} row_id(s) not in {ref_path.name} (first {plain(extra.iloc[0])!r}); "
+            "fix: drop those rows"
         )
 
 
@@ -80,8 +84,8 @@ def _check_labels(labels: pd.Series, ids: pd.Series, path: Path) -> np.ndarray:
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
         raise UserError(
-            f"{path}: {int((~ok).sum())} label(s) not an integer 0-9 (first at row_id {ids.iloc[i]!r}: "
-            f"{labels.iloc[i]!r}); fix the labels"
+            f"{path}: {int((~ok).sum())} label(s) not an integer 0-9 (first at row_id {plain(ids.iloc[i])!r}: "
+            f"{plain(labels.iloc[i])!r}); fix the labels"
         )
     return labels.astype(np.int64).to_numpy()
 
@@ -224,6 +228,8 @@ def submit_command(args) -> int:
         raise UserError(f"--rounds {args.rounds}: must be >= 1; fix the value")
     name = _plain_name(args.name) if args.name else None
     workdir = Path(args.workdir) if args.workdir else DEFAULT_WORKDIR
+    out = Path(args.out) if args.out else DEFAULT_OUT
+    check_writable(out)
     if args.track:
         from .tracking import import_mlflow
 
@@ -282,7 +288,6 @@ def submit_command(args) -> int:
     if consensus.applied:
         result = dataclasses.replace(result, test_probs=consensus.test.probs)
     name = name or f"{'+'.join(names)}-{c.name}" + ("+consensus" if consensus.applied else "")
-    out = Path(args.out) if args.out else DEFAULT_OUT
     sources = {m: sources[m] for m in result.models}
     extra = {"consensus": consensus.manifest(), "test_predictions": sources, "seconds": seconds}
     path = write_submission(out, name, comp, result, runs, args.rounds, agreement, left_out, extra)

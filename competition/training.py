@@ -14,6 +14,7 @@ from torch.nn import functional as F
 
 from .augment import augment_batch
 from .config import Config
+from .errors import UserError
 from .metrics import scores
 from .models import create_model, model_hparams
 
@@ -27,8 +28,6 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        from .errors import UserError
-
         raise UserError("--device cuda: no CUDA GPU is visible to torch; fix: use --device cpu or auto")
     return device
 
@@ -42,6 +41,19 @@ def model_kwargs(name: str, cfg: Config) -> dict:
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+
+
+class TrainingDiverged(UserError):
+    """A non-finite loss or non-finite logits: the recipe (usually the learning rate) made the model diverge."""
+
+
+def check_finite(model_name: str, cfg: Config, epoch: int, *values) -> None:
+    """Stop a unit whose loss or logits are NaN/inf: its scores would be meaningless, not a result."""
+    if not all(np.isfinite(v).all() for v in values):
+        raise TrainingDiverged(
+            f"{model_name}: training diverged (NaN/inf loss or logits at epoch {epoch}, lr {cfg.lr:g}); "
+            "fix: lower the learning rate (--set lr=...) or change the recipe"
+        )
 
 
 class Learner:
@@ -101,9 +113,11 @@ class Learner:
                 loss_sum += loss.detach() * len(idx)
                 correct += (logits.argmax(1) == target[idx]).sum()
             row = {"epoch": epoch, "train_loss": loss_sum.item() / n, "train_accuracy": correct.item() / n}
+            check_finite(self.model_name, cfg, epoch, row["train_loss"])
             self.model_ = model
             if val is not None:
                 v_logits = self.predict_logits(val[0], val[1])  # (n_val, 10)
+                check_finite(self.model_name, cfg, epoch, v_logits)
                 self.val_logits_ = v_logits  # the last epoch's are the fold's out-of-fold logits
                 v_loss = F.cross_entropy(torch.from_numpy(v_logits), torch.as_tensor(val[2])).item()
                 s = scores(val[2], v_logits)

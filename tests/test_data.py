@@ -47,10 +47,72 @@ def test_float_images_in_0_255_are_scaled(tiny_data):
     np.testing.assert_allclose(load_competition(tiny_data).image, raw / 255.0, atol=1e-6)
 
 
+def test_each_image_array_is_scaled_on_its_own(tiny_data):
+    raw = np.load(tiny_data / "x_train_wr.npy")
+    np.save(tiny_data / "x_train_wr.npy", raw.astype(np.float32) / 255.0)  # train 0-1 floats, test stays uint8
+    comp = load_competition(tiny_data)
+    np.testing.assert_allclose(comp.image, raw / 255.0, atol=1e-6)
+    np.testing.assert_allclose(comp.test_image, np.load(tiny_data / "x_test_wr.npy") / 255.0, atol=1e-6)
+
+
+def test_train_and_test_images_on_irreconcilable_scales_are_refused(tiny_data):
+    test = np.load(tiny_data / "x_test_wr.npy")
+    np.save(tiny_data / "x_test_wr.npy", test.astype(np.float32) / 255.0 / 255.0)  # divided twice: all near 0
+    with pytest.raises(UserError, match="x_train_wr.npy and x_test_wr.npy are on different pixel scales"):
+        load_competition(tiny_data)
+
+
+def test_audio_in_the_canonical_cube_layout_is_flattened_and_the_transposed_one_refused(tiny_data):
+    raw = np.load(tiny_data / "x_train_sp.npy")
+    np.save(tiny_data / "x_train_sp.npy", raw.reshape(-1, 39, 13))  # frames x coefficients
+    np.testing.assert_array_equal(load_competition(tiny_data).audio, raw)
+    np.save(tiny_data / "x_train_sp.npy", raw.reshape(-1, 39, 13).transpose(0, 2, 1))  # (N, 13, 39)
+    with pytest.raises(UserError, match=re.escape("x_train_sp.npy: shape (240, 13, 39) is an ambiguous layout")):
+        load_competition(tiny_data)
+
+
 def test_image_cubes_are_flattened(tiny_data):
     raw = np.load(tiny_data / "x_train_wr.npy")
     np.save(tiny_data / "x_train_wr.npy", raw.reshape(-1, 28, 28))
     assert load_competition(tiny_data).image.shape == (240, 784)
+
+
+def test_labels_are_matched_to_rows_by_row_id_not_by_position(tiny_data):
+    ordered = load_competition(tiny_data)
+    labels = pd.read_csv(tiny_data / "y_train.csv")
+    labels.sample(frac=1, random_state=0).to_csv(tiny_data / "y_train.csv", index=False)  # same ids, other order
+    shuffled = load_competition(tiny_data)
+    np.testing.assert_array_equal(shuffled.y, ordered.y)
+    np.testing.assert_array_equal(shuffled.row_ids, ordered.row_ids)
+    np.testing.assert_array_equal(shuffled.image, ordered.image)
+
+
+def test_test_arrays_follow_the_sample_submissions_row_order(tiny_data):
+    ordered = load_competition(tiny_data)
+    sample = pd.read_csv(tiny_data / "sample_submission.csv").sample(frac=1, random_state=1)
+    sample.to_csv(tiny_data / "sample_submission.csv", index=False)
+    shuffled = load_competition(tiny_data)  # test row j is the array row named by the sample's j-th row_id
+    np.testing.assert_array_equal(shuffled.test_image, ordered.test_image[sample["row_id"].to_numpy()])
+    np.testing.assert_array_equal(shuffled.test_audio, ordered.test_audio[sample["row_id"].to_numpy()])
+
+
+def test_increasing_row_ids_other_than_0_to_n_keep_the_array_order(tiny_data):
+    labels = pd.read_csv(tiny_data / "y_train.csv")
+    labels.assign(row_id=labels["row_id"] * 3 + 1000).to_csv(tiny_data / "y_train.csv", index=False)
+    comp = load_competition(tiny_data)
+    np.testing.assert_array_equal(comp.y, labels["label"].to_numpy())
+    assert comp.row_ids[0] == 1000
+
+
+@pytest.mark.parametrize("name", ["y_train.csv", "sample_submission.csv"])
+@pytest.mark.parametrize("ids", ["shuffled_other", "text"])
+def test_row_ids_that_cannot_be_matched_to_rows_are_refused(tiny_data, name, ids):
+    df = pd.read_csv(tiny_data / name)
+    new = df["row_id"] + 1000 if ids == "shuffled_other" else "r" + df["row_id"].astype(str)
+    df.assign(row_id=new).iloc[::-1].to_csv(tiny_data / name, index=False)
+    with pytest.raises(UserError, match=f"{name}: row_id values cannot be matched to the rows") as err:
+        load_competition(tiny_data)
+    assert "\n" not in str(err.value) and "fix" in str(err.value)
 
 
 def _break(tiny_data: Path, name: str, how):

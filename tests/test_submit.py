@@ -101,7 +101,11 @@ def test_submit_warns_when_models_disagree_on_the_test_rows(tmp_path, tiny_data,
     assert "leaving" not in capsys.readouterr().out
 
 
-def test_submit_output_is_byte_identical_to_the_sample_when_labels_agree(tmp_path, tiny_data):
+@pytest.mark.parametrize("bom", [False, True])
+def test_submit_output_is_byte_identical_to_the_sample_when_labels_agree(tmp_path, tiny_data, bom):
+    if bom:  # a sample saved with a UTF-8 byte order mark (Excel does): the submission keeps it
+        sample = tiny_data / "sample_submission.csv"
+        sample.write_bytes(b"\xef\xbb\xbf" + sample.read_bytes())
     fake_run(tmp_path / "wd", "r1", tiny_data, test_class=0)  # the sample's labels are all 0
     assert submit(tmp_path / "wd", tiny_data, tmp_path / "sub", "--blend", "equal") == 0
     written = tmp_path / "sub" / "r1-equal.csv"

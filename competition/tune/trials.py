@@ -19,7 +19,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from ..artifacts import environment, write_json, write_text
+from ..artifacts import check_writable, environment, write_json, write_text
 from ..config import CONFIG_DIR, FLAG_KEYS, config_from_args, load_config, parse_overrides
 from ..console import console
 from ..cv import train_unit
@@ -29,7 +29,7 @@ from ..folds import load_or_make_folds
 from ..metrics import scores
 from ..models import list_models
 from ..runs import DEFAULT_WORKDIR, load_run, split_fingerprint, write_run_config
-from ..training import resolve_device
+from ..training import TrainingDiverged, resolve_device
 from .results import best_trials_table, fmt_value, importance_table, write_best_config
 from .search_space import SPACE_PATH, load_space, sample_params
 from .study import FINISHED, Tuning, claim_study, fail_orphaned_trials, identity, open_storage, owner, redact
@@ -39,9 +39,29 @@ class WorkersFailed(RuntimeError):
     """A spawned trial process ended with an error (its own output says which)."""
 
 
+class SurplusTrial(Exception):
+    """A trial asked for when the study's target was already claimed by finished and running trials."""
+
+
+CLAIMED = (*FINISHED, TrialState.RUNNING)  # the trials that count toward --trials when a trial starts
+
+
+def _claim(trial: optuna.Trial, t: Tuning) -> None:
+    """Count and claim: the storage numbers trials atomically, so a trial runs only when fewer than --trials
+    trials numbered before it are finished or running. Concurrent commands then hold the target exactly (unless
+    a running trial fails later: the study ends short, and a rerun adds the missing trials). A surplus trial
+    trains nothing: it is stored as FAIL (user attribute ``surplus``) and this worker stops."""
+    ahead = [tr for tr in trial.study.get_trials(deepcopy=False, states=CLAIMED) if tr.number < trial.number]
+    if len(ahead) >= t.trials:
+        trial.set_user_attr("surplus", True)
+        trial.study.stop()
+        raise SurplusTrial(f"trial {trial.number}: the study's {t.trials} trials are already finished or running")
+
+
 def _train_trial(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.ndarray, ctx: dict) -> float:
     """Train folds 0..K-1 of one sampled recipe; the mean fold macro-F1, reported after every fold."""
     trial.set_user_attr("worker", owner())  # first: lets a later start fail this trial if the worker dies
+    _claim(trial, t)
     params = sample_params(trial, t.search_space.params)
     cfg = load_config(None, t.cfg.to_dict() | params | {"models": [t.model]})
     run_dir = t.study_dir / f"trial-{trial.number}"
@@ -50,7 +70,11 @@ def _train_trial(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.
     tag = f"trial {trial.number:>3}{ctx['tag']}"
     f1s = []
     for k in range(t.trial_folds):  # the same order in every trial: step k compares the same rows
-        result = train_unit(comp, fold_of, cfg, t.model, k, run_dir, ctx["device"], ctx["threads"])
+        try:
+            result = train_unit(comp, fold_of, cfg, t.model, k, run_dir, ctx["device"], ctx["threads"])
+        except TrainingDiverged as e:  # a sampled recipe that diverges is a bad trial, not the study's end
+            console.print(f"{tag} [yellow]pruned[/]: {e}")
+            raise optuna.TrialPruned(str(e)) from None
         f1s.append(result.macro_f1)
         trial.set_user_attr("fold_macro_f1", f1s)
         mean = float(np.mean(f1s))
@@ -109,13 +133,14 @@ def optimize(t: Tuning, n_trials: int, seed: int, worker: int, comp: Competition
     study = optuna.load_study(
         study_name=t.study, storage=open_storage(t.storage, t.journal), sampler=sampler, pruner=pruner
     )
-    stop = optuna.study.MaxTrialsCallback(t.trials, states=FINISHED)  # other workers may have finished the rest
+    stop = optuna.study.MaxTrialsCallback(t.trials, states=CLAIMED)  # other workers may be running the rest
     try:
         study.optimize(
             lambda trial: _train_trial(trial, t, comp, fold_of, ctx),
             n_trials=n_trials,
             timeout=t.timeout,
             callbacks=[stop],
+            catch=(SurplusTrial,),
         )
     finally:
         # Optuna fails a trial on an Exception or Ctrl-C; a SystemExit (rich exits so on a closed stdout pipe)
@@ -171,12 +196,14 @@ def run_tune(t: Tuning) -> optuna.Study:
     failed = fail_orphaned_trials(study)
     trials = study.get_trials(deepcopy=False)
     n_finished = sum(tr.state in FINISHED for tr in trials)
-    remaining = max(0, t.trials - n_finished)
+    n_running = sum(tr.state == TrialState.RUNNING for tr in trials)  # live workers' (dead ones' are failed)
+    remaining = max(0, t.trials - n_finished - n_running)
     workers = max(1, min(t.processes, remaining))
     console.print(
         f"study {t.study!r} ({where}): model {t.model}, {len(t.search_space.params)} parameters, "
         f"{t.trial_folds} of {t.cfg.folds} folds per trial, {t.cfg.epochs} epochs; "
         f"{n_finished} trials finished"
+        + (f", {n_running} running elsewhere" if n_running else "")
         + (f", {len(failed)} interrupted trial(s) marked FAIL ({failed})" if failed else "")
         + f"; {remaining} to run on {workers} worker(s)"
         + ("" if t.prune else ", pruning off")
@@ -242,6 +269,8 @@ def tune_command(args) -> int:
         from ..tracking import import_mlflow
 
         import_mlflow()
+    out = Path(args.out) if args.out else CONFIG_DIR / f"tuned-{name}.toml"
+    check_writable(out.parent)
     try:
         study = run_tune(t)
     except WorkersFailed as e:
@@ -258,7 +287,6 @@ def tune_command(args) -> int:
     if imp is not None:
         console.print(imp)
     write_text(t.study_dir / "trials.csv", study.trials_dataframe().to_csv(index=False))
-    out = Path(args.out) if args.out else CONFIG_DIR / f"tuned-{name}.toml"
     if write_best_config(study, t, out) is not None:
         console.print(f"best config: {out}  (train it: python run.py cv --config {out})")
     if args.track:
