@@ -45,7 +45,8 @@ def owner_alive(host: str, pid: int, ticks: str | None) -> bool | None:
     if host != socket.gethostname():
         return None
     if Path("/proc").is_dir():
-        return start_ticks(pid) == ticks
+        now = start_ticks(pid)
+        return now is not None and now == ticks
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -15,6 +15,7 @@ written stays. Artifacts (docs/i16.md):
 from __future__ import annotations
 
 import json
+import socket
 import tempfile
 import uuid
 import warnings
@@ -104,6 +105,7 @@ class DaskUnits:
         if self.artifacts not in ARTIFACTS:
             raise UserError(f"--artifacts {self.artifacts}: unknown; fix: pass one of {', '.join(ARTIFACTS)}")
         try:
+            self._probe()  # fails fast, before a Client that would retry until its timeout
             self.client = Client(self.address, timeout=self.timeout, set_as_default=False)
         except (OSError, TimeoutError, ValueError, TypeError) as e:
             raise UserError(
@@ -111,6 +113,17 @@ class DaskUnits:
                 "fix: pass the address `dask scheduler` prints, e.g. tcp://HOST:8786, and check that it runs"
             ) from None
         return self
+
+    def _probe(self) -> None:
+        """A known address scheme, and for tcp/tls a scheduler port that accepts connections."""
+        from distributed.comm import get_address_host_port, parse_address
+        from distributed.comm.registry import backends
+
+        scheme, _ = parse_address(self.address)
+        if scheme not in backends:
+            raise ValueError(f"unknown address scheme {scheme!r}, known: {', '.join(sorted(backends))}")
+        if scheme in ("tcp", "tls"):
+            socket.create_connection(get_address_host_port(self.address), timeout=self.timeout).close()
 
     def __exit__(self, *exc) -> None:
         if self.client is not None:
@@ -153,8 +166,8 @@ class DaskUnits:
                 )  # fmt: skip
                 futures[future] = (model, fold)
             try:
-                for future in as_completed(futures, loop=client.loop):
-                    model, fold = futures[future]
+                for future in as_completed(list(futures), loop=client.loop):
+                    model, fold = futures.pop(future)
                     try:
                         result, files = future.result()
                     except KilledWorker as e:
@@ -164,6 +177,7 @@ class DaskUnits:
                         ) from None
                     for rel, blob in files:
                         write_bytes(run_dir / rel, blob)
+                    future.release()  # written: the cluster forgets it, so a later worker death never recomputes it
                     progress.unit_trained(model, fold, result)
             finally:
                 client.cancel([*futures, data])
