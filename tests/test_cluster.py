@@ -57,6 +57,25 @@ def test_cli_with_shared_artifacts_gives_the_local_oof(local_cluster, local_oof,
     assert_same_oof(tmp_path / "r", local_oof)
 
 
+class Progress:
+    """Records what the live display would show."""
+
+    def __init__(self):
+        self.epochs, self.trained = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def epoch(self, model, fold, epochs, row):
+        self.epochs.append((model, fold, epochs, row))
+
+    def unit_trained(self, model, fold, result):
+        self.trained.append((model, fold))
+
+
 def _dies_once(marker: str, log: str, run_dir: str, target: tuple[str, int], comp, fold_of, cfg, model, fold, *rest):
     """unit_task, but the first time through ``target`` it notes the finished fold files and kills its worker."""
     with open(log, "a") as f:
@@ -79,8 +98,12 @@ def test_cluster_run_with_a_worker_killed_mid_run_gives_the_local_oof(
     marker, log = tmp_path / "killed.json", tmp_path / "calls.log"
     killer = functools.partial(_dies_once, str(marker), str(log), str(tmp_path / "r"), ("image", 1))  # the last unit
     monkeypatch.setattr(cluster_module, "unit_task", killer)
+    progress = Progress()
+    monkeypatch.setattr(cluster_module, "CVProgress", lambda total: progress)
     with DaskUnits(local_cluster.scheduler_address) as cl:
-        result = run_cv(load_config(None, TINY), tiny_src, tmp_path, "r", quiet=True, cluster=cl)
+        result = run_cv(load_config(None, TINY), tiny_src, tmp_path, "r", cluster=cl)
+    assert sorted(progress.trained) == [("audio", 0), ("audio", 1), ("image", 0), ("image", 1)]
+    assert progress.epochs and all(e[2] == 1 and "val_macro_f1" in e[3] for e in progress.epochs)  # worker events
     finished_before = json.loads(marker.read_text())  # a worker did die
     calls = log.read_text().splitlines()
     assert calls.count("image 1") == 2  # killed, then trained again
