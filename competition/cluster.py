@@ -130,7 +130,7 @@ class DaskUnits:
             self.client.close()
 
     def __str__(self) -> str:
-        workers = len(self.client.scheduler_info(n_workers=-1)["workers"]) if self.client else 0
+        workers = len(self.client.nthreads()) if self.client else 0
         return f"the Dask cluster at {self.address} ({workers} workers, artifacts: {self.artifacts})"
 
     def _check_shared(self, run_dir: Path) -> None:

@@ -143,6 +143,7 @@ def _train_claimed(todo, comp, fold_of, cfg, run_dir, device, quiet, execute) ->
     """Train the units of ``todo`` this command can claim, then wait for those another command holds (training
     any it gives up or whose owner dies), so the run is complete when this returns."""
     with UnitClaims(run_dir) as claims:
+        waiting = []
         while todo:
             mine, todo = claims.take(todo, lambda m, k: unit_finished(run_dir, m, k))
             if mine:
@@ -150,8 +151,9 @@ def _train_claimed(todo, comp, fold_of, cfg, run_dir, device, quiet, execute) ->
                 for unit in mine:
                     claims.release(*unit)
             if todo:
-                if not quiet:
+                if not quiet and todo != waiting:
                     console.print(f"waiting for {len(todo)} unit(s) that {claims.holders(todo)} is training")
+                waiting = todo
                 time.sleep(CLAIM_POLL)
 
 
