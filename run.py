@@ -42,6 +42,15 @@ def add_cv_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", help="comma-separated models, e.g. fusion,image,audio")
     p.add_argument("--workers", type=int, help="parallel training processes (0 = auto)")
     p.add_argument("--run", default=None, help="run name under the workdir (default: the config's name)")
+    p.add_argument(
+        "--scheduler", default=None, help="train the units on this Dask cluster, e.g. tcp://HOST:8786 (docs/cluster.md)"
+    )
+    p.add_argument(
+        "--artifacts",
+        choices=["client", "shared"],
+        default="client",
+        help="with --scheduler: workers return unit files to this command (client), or write them (shared filesystem)",
+    )
 
 
 def add_tune_flags(p: argparse.ArgumentParser) -> None:

@@ -16,12 +16,14 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from . import adversarial
 from .artifacts import environment, write_json, write_npz, write_text, write_torch
+from .claims import UnitClaims
 from .config import Config
 from .console import CVProgress, console, cv_table, duplicates_line
 from .data import Competition, duplicate_summary, fit_audio_scaler, load_competition
@@ -31,7 +33,7 @@ from .predictions import write_prediction_files
 from .runs import (
     DEFAULT_WORKDIR,
     UnitResult,
-    check_resumable,
+    add_to_run_config,
     check_run_name,
     checkpoint_path,
     history_path,
@@ -40,9 +42,11 @@ from .runs import (
     split_fingerprint,
     unit_finished,
     unit_path,
-    write_run_config,
 )
 from .training import Learner, check_finite, model_kwargs, resolve_device
+
+if TYPE_CHECKING:
+    from .cluster import DaskUnits
 
 
 def unit_seed(seed: int, model: str, fold: int) -> int:
@@ -101,10 +105,16 @@ class CVResult:
 
 
 def run_cv(
-    cfg: Config, data_dir: Path, workdir: Path = DEFAULT_WORKDIR, run_name: str = "default", quiet: bool = False
+    cfg: Config,
+    data_dir: Path,
+    workdir: Path = DEFAULT_WORKDIR,
+    run_name: str = "default",
+    quiet: bool = False,
+    cluster: DaskUnits | None = None,
 ) -> CVResult:
-    """Train every (model, fold) unit not yet finished in ``workdir/run_name`` and score the run."""
-    device = resolve_device(cfg.device)
+    """Train every (model, fold) unit not yet finished in ``workdir/run_name`` and score the run; with ``cluster``,
+    as tasks on its Dask cluster instead of local processes."""
+    device = resolve_device(cfg.device) if cluster is None else cfg.device  # a cluster's workers resolve "auto"
     comp = load_competition(data_dir)
     if not quiet:
         console.print(f"data {comp.root}: {comp.n_train} train rows, {comp.n_test} test rows")
@@ -119,11 +129,10 @@ def run_cv(
     fold_of = split["fold"].to_numpy()
     split_fp = split_fingerprint(fold_of)
     run_dir = workdir / run_name
-    saved = check_resumable(run_dir, cfg, comp, split_fp)
+    add_to_run_config(run_dir, cfg, comp, split_fp)
     adversarial.save(run_dir / "adversarial.json", comp, adv)
-    saved_models = saved["config"].get("models", []) if saved else []
-    write_run_config(run_dir, cfg.to_dict() | {"models": sorted(set(saved_models) | set(cfg.models))}, comp, split_fp)
-    write_json(run_dir / "environment.json", environment(device, cfg.seed))
+    where = {} if cluster is None else {"scheduler": cluster.address}
+    write_json(run_dir / "environment.json", environment(device, cfg.seed) | where)
 
     # Costliest models first (parameter count as the proxy), so the parallel workers end together
     # instead of one finishing a long unit alone.
@@ -135,11 +144,33 @@ def run_cv(
         grouped = grouped or "each a speaker-like cluster"
         console.print(
             f"run {run_dir}: {len(cfg.models)} models x {cfg.folds} folds ({grouped}), "
-            f"{n_done} units already finished, {len(todo)} to train on {device}"
+            f"{n_done} units already finished, {len(todo)} to train on {device if cluster is None else cluster}"
         )
     if todo:
-        _execute(todo, comp, fold_of, cfg, run_dir, device, quiet)
+        execute = _execute if cluster is None else cluster.execute
+        _train_claimed(todo, comp, fold_of, cfg, run_dir, device, quiet, execute)
     return summarise(run_dir, comp, cfg, quiet)
+
+
+CLAIM_POLL = 5.0  # seconds between looks at units another command is training
+
+
+def _train_claimed(todo, comp, fold_of, cfg, run_dir, device, quiet, execute) -> None:
+    """Train the units of ``todo`` this command can claim, then wait for those another command holds (training
+    any it gives up or whose owner dies), so the run is complete when this returns."""
+    with UnitClaims(run_dir) as claims:
+        waiting = []
+        while todo:
+            mine, todo = claims.take(todo, lambda m, k: unit_finished(run_dir, m, k))
+            if mine:
+                execute(mine, comp, fold_of, cfg, run_dir, device, quiet)
+                for unit in mine:
+                    claims.release(*unit)
+            if todo:
+                if not quiet and todo != waiting:
+                    console.print(f"waiting for {len(todo)} unit(s) that {claims.holders(todo)} is training")
+                waiting = todo
+                time.sleep(CLAIM_POLL)
 
 
 def _parameter_count(model: str) -> int:
@@ -151,10 +182,10 @@ def _parameter_count(model: str) -> int:
 def _plan_workers(cfg: Config, device: str, n_units: int) -> tuple[int, int]:
     """(processes, torch threads each). On CPU every unit trains single-threaded, so its numbers do not
     depend on --workers (a different thread count changes float summation order), and one process per
-    core trains ~1.45x faster than one process using every core (bench/cv_speed.py). On a GPU one
-    process owns the device."""
+    core trains ~1.45x faster than one process using every core (bench/cv_speed.py). On a GPU, --workers N
+    unit processes share the one device (default 1: not yet measured on a GPU)."""
     if device == "cuda":
-        return 1, 1
+        return max(1, min(cfg.workers or 1, n_units)), 1
     workers = cfg.workers or os.cpu_count() or 1
     return max(1, min(workers, n_units)), 1
 
@@ -290,7 +321,14 @@ def cv_command(args) -> int:
         from .tracking import import_mlflow, log_cv_run
 
         import_mlflow()  # a missing package is an error before training, not after
-    result = run_cv(cfg, Path(args.data), workdir, check_run_name(name if args.run is None else args.run))
+    run_name = check_run_name(name if args.run is None else args.run)
+    if getattr(args, "scheduler", None) is None:
+        result = run_cv(cfg, Path(args.data), workdir, run_name)
+    else:
+        from .cluster import DaskUnits
+
+        with DaskUnits(args.scheduler, args.artifacts) as cluster:
+            result = run_cv(cfg, Path(args.data), workdir, run_name, cluster=cluster)
     if args.track:
         rid = log_cv_run(result.run_dir, workdir)
         console.print(f"mlflow: {'logged as run ' + rid if rid else 'already logged, unchanged'}")

@@ -4,7 +4,8 @@ typed ``Run``, and the data / split fingerprint checks that cv, submit, report a
 Layout of a run ``<workdir>/<run>/``: ``config.json`` (resolved config + data and split fingerprints),
 ``environment.json``, ``<model>/fold<k>.npz`` (val_idx, oof_logits, test_logits, result; written last, so it
 marks the unit done), ``<model>/fold<k>.pt`` (weights, audio scaler and the resolved config),
-``<model>/fold<k>_history.csv``, ``scores.csv``, ``summary.json``.
+``<model>/fold<k>_history.csv``, ``scores.csv``, ``summary.json``; while a command trains a unit,
+``<model>/fold<k>.claim`` (its owner: ``claims.py``), and ``.lock`` (the lock of config.json updates).
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ import json
 import math
 import re
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from .artifacts import write_json
 from .config import Config
@@ -29,6 +33,8 @@ from .errors import UserError
 
 DEFAULT_WORKDIR = Path(__file__).resolve().parent.parent / "folds"
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"
+LOCK_TIMEOUT = 120.0  # seconds to wait for the run's lock before giving up
 _FOLD_FILE = re.compile(r"fold(\d+)(?:\.npz|\.pt|_history\.csv)")
 
 
@@ -56,6 +62,11 @@ def check_run_name(name: str) -> str:
             "fix the name"
         )
     return name
+
+
+def claim_path(run_dir: Path, model: str, fold: int) -> Path:
+    """The claim of a unit that a command is training (see ``claims.py``)."""
+    return run_dir / model / f"fold{fold}.claim"
 
 
 def fold_number(path: Path) -> int | None:
@@ -140,6 +151,29 @@ def write_run_config(run_dir: Path, config: dict[str, Any], comp: Competition, s
     """``config.json``: the resolved config and the data and split it was made on (plus ``extra`` keys)."""
     meta = {"config": config, "data": str(comp.root), "data_fingerprint": comp.fingerprint}
     write_json(run_dir / CONFIG_FILE, meta | {"split_fingerprint": split_fp} | extra)
+
+
+@contextmanager
+def run_lock(run_dir: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the run folder's lock (``<run>/.lock``, an flock: the kernel releases it if its holder dies)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(run_dir / LOCK_FILE, timeout=timeout):
+            yield
+    except Timeout:
+        raise UserError(
+            f"{run_dir / LOCK_FILE}: another command has held the run's lock for {timeout:.0f}s; "
+            "fix: wait for it, or stop the command that hangs"
+        ) from None
+
+
+def add_to_run_config(run_dir: Path, cfg: Config, comp: Competition, split_fp: str) -> None:
+    """Create the run's config.json, or check that the run may be resumed with ``cfg`` and add its models to the
+    saved list; read, merge and write under the run's lock, so two commands adding models never lose one."""
+    with run_lock(run_dir):
+        saved = check_resumable(run_dir, cfg, comp, split_fp)
+        models = sorted(set(saved["config"].get("models", []) if saved else []) | set(cfg.models))
+        write_run_config(run_dir, cfg.to_dict() | {"models": models}, comp, split_fp)
 
 
 def read_run_config(run_dir: Path) -> dict:

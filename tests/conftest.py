@@ -44,3 +44,15 @@ def tiny_data(tmp_path, tiny_src) -> Path:
     for name in FILES:
         shutil.copy(tiny_src / name, dest / name)
     return dest
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only where torch sees a CUDA GPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,131 @@
+"""cv on a real distributed.LocalCluster (2 worker processes, 1 thread each): the same out-of-fold logits as local
+processes, with the files written by the workers (shared) or returned to the client with a worker killed mid-run."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from competition import cluster as cluster_module
+from competition.cluster import DaskUnits
+from competition.config import load_config, to_toml
+from competition.cv import run_cv
+from competition.errors import UserError
+from competition.runs import load_run
+from run import main
+
+distributed = pytest.importorskip("distributed")
+
+TINY = {"epochs": 1, "folds": 2, "batch_size": 32, "workers": 2, "device": "cpu", "models": "image,audio"}
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc:
+        yield lc
+
+
+@pytest.fixture(scope="module")
+def local_oof(tiny_src, tmp_path_factory):
+    """The tiny run through today's local processes: the reference."""
+    wd = tmp_path_factory.mktemp("local")
+    run_cv(load_config(None, TINY | {"workers": 1}), tiny_src, wd, "r", quiet=True)  # workers: no change in the OOF
+    return load_run(wd / "r", 240).oof
+
+
+def assert_same_oof(run_dir: Path, reference: dict[str, np.ndarray]) -> None:
+    oof = load_run(run_dir, 240).oof
+    assert sorted(oof) == sorted(reference)
+    for m in reference:
+        assert np.array_equal(oof[m], reference[m]), m
+
+
+def test_cli_with_shared_artifacts_gives_the_local_oof(local_cluster, local_oof, tiny_src, tmp_path, capsys):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(to_toml(load_config(None, TINY).to_dict()))  # the local reference's recipe
+    args = ["--data", str(tiny_src), "--workdir", str(tmp_path), "--config", str(recipe), "--run", "r"]
+    assert main(["cv", *args, "--scheduler", local_cluster.scheduler_address, "--artifacts", "shared"]) == 0
+    out = capsys.readouterr().out
+    assert "the Dask cluster at tcp://" in out and "OOF F1" in out
+    assert_same_oof(tmp_path / "r", local_oof)
+
+
+class Progress:
+    """Records what the live display would show."""
+
+    def __init__(self):
+        self.epochs, self.trained = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def epoch(self, model, fold, epochs, row):
+        self.epochs.append((model, fold, epochs, row))
+
+    def unit_trained(self, model, fold, result):
+        self.trained.append((model, fold))
+
+
+def _dies_once(marker: str, log: str, run_dir: str, target: tuple[str, int], comp, fold_of, cfg, model, fold, *rest):
+    """unit_task, but the first time through ``target`` it notes the finished fold files and kills its worker."""
+    with open(log, "a") as f:
+        f.write(f"{model} {fold}\n")
+    if (model, fold) == target and not os.path.exists(marker):
+        finished = {str(p): p.stat().st_mtime_ns for p in Path(run_dir).rglob("fold*.npz")}
+        Path(marker).write_text(json.dumps(finished))
+        os.kill(os.getpid(), signal.SIGKILL)
+    from competition import cluster  # on the worker: the real one
+
+    return cluster.unit_task(comp, fold_of, cfg, model, fold, *rest)
+
+
+def test_cluster_run_with_a_worker_killed_mid_run_gives_the_local_oof(
+    local_cluster, local_oof, tiny_src, tmp_path, monkeypatch
+):
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need not import this test module
+    marker, log = tmp_path / "killed.json", tmp_path / "calls.log"
+    killer = functools.partial(_dies_once, str(marker), str(log), str(tmp_path / "r"), ("image", 1))  # the last unit
+    monkeypatch.setattr(cluster_module, "unit_task", killer)
+    progress = Progress()
+    monkeypatch.setattr(cluster_module, "CVProgress", lambda total: progress)
+    with DaskUnits(local_cluster.scheduler_address) as cl:
+        result = run_cv(load_config(None, TINY), tiny_src, tmp_path, "r", cluster=cl)
+    assert sorted(progress.trained) == [("audio", 0), ("audio", 1), ("image", 0), ("image", 1)]
+    assert progress.epochs and all(e[2] == 1 and "val_macro_f1" in e[3] for e in progress.epochs)  # worker events
+    finished_before = json.loads(marker.read_text())  # a worker did die
+    calls = log.read_text().splitlines()
+    assert calls.count("image 1") == 2  # killed, then trained again
+    assert set(calls) == {f"{m} {k}" for m in ("image", "audio") for k in (0, 1)}
+    for path, mtime in finished_before.items():  # units written before the death are not trained again
+        assert Path(path).stat().st_mtime_ns == mtime, path
+    assert_same_oof(result.run_dir, local_oof)
+    assert not list(tmp_path.rglob("*.claim")) and not list(tmp_path.rglob("*.tmp"))
+    assert all((result.run_dir / m / f"fold{k}.pt").is_file() for m in ("image", "audio") for k in (0, 1))
+
+
+def test_bad_scheduler_address_is_one_line_exit_2(tiny_data, tmp_path, capsys):
+    for address, problem in [("nosuchproto://host:1", "unknown address scheme"), ("tcp://127.0.0.1:9", "refused")]:
+        args = ["--data", str(tiny_data), "--workdir", str(tmp_path / "wd"), "--scheduler", address]
+        assert main(["cv", *args]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --scheduler {address}: cannot connect") and problem in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "wd").exists()  # refused before any file is written
+
+
+def test_missing_dask_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(UserError, match=r"pip install -e '\.\[dask\]'"), DaskUnits("tcp://127.0.0.1:8786"):
+        pass
