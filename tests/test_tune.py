@@ -18,8 +18,8 @@ from conftest import make_competition
 from optuna.trial import TrialState
 
 import competition.tune as tune
-import competition.tune.study as study_module
 import competition.tune.trials as trials
+from competition.claims import start_ticks
 from competition.config import Config, load_config
 from competition.errors import UserError
 from run import main
@@ -200,7 +200,7 @@ def test_dead_workers_running_trial_is_failed_on_restart(tiny_data, tmp_path, ca
     orphan = study.ask()  # a worker that was killed (kill -9, lost power) mid-trial leaves it RUNNING
     orphan.set_user_attr("worker", f"{socket.gethostname()}:{dead.stdout.strip()}:12345")
     alive = study.ask()  # a trial of a live worker (here: pytest's parent process) must be left alone
-    alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}:{study_module._start_ticks(os.getppid())}")
+    alive.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}:{start_ticks(os.getppid())}")
     capsys.readouterr()
     assert main(tune_argv(tiny_data, tmp_path, "--trials", "3")) == 0  # the live worker's trial counts toward 3
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
@@ -211,7 +211,7 @@ def test_dead_workers_running_trial_is_failed_on_restart(tiny_data, tmp_path, ca
 def alive_worker_asks(study: optuna.Study) -> optuna.Trial:
     """Another command's trial, started and still running (its worker: pytest's parent process, alive)."""
     trial = study.ask()
-    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}:{study_module._start_ticks(os.getppid())}")
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getppid()}:{start_ticks(os.getppid())}")
     return trial
 
 

@@ -20,6 +20,7 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
+from ..claims import owner_alive, start_ticks
 from ..config import Config
 from ..data import Competition
 from ..errors import UserError
@@ -166,37 +167,17 @@ def open_storage(url: str | None, journal: Path) -> BaseStorage:
 # --------------------------------------------------------------------------- stale trials
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The process's start time in clock ticks since boot (Linux), to tell a live pid from a reused one."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22 of proc(5), counted after the "(comm)" field
-
-
 def owner() -> str:
     """This process as a trial's worker: host, pid and process start time."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_ticks(os.getpid())}"
+    return f"{socket.gethostname()}:{os.getpid()}:{start_ticks(os.getpid())}"
 
 
 def _owner_alive(owner: str) -> bool | None:
     """True or False for a worker of this machine; None when the worker ran on another machine."""
     host, pid, ticks = owner.rsplit(":", 2)
-    if host != socket.gethostname():
-        return None
-    pid = int(pid)
-    if pid == os.getpid():
+    if host == socket.gethostname() and int(pid) == os.getpid():
         return False  # this process is starting up, so it runs no trial yet: a pid reused after a restart
-    if Path("/proc").is_dir():
-        return _start_ticks(pid) == ticks
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return owner_alive(host, int(pid), ticks)
 
 
 def fail_orphaned_trials(study: optuna.Study) -> list[int]:
