@@ -52,6 +52,7 @@ from .runs import (
     check_same_data,
     checkpoint_path,
     find_run,
+    load_checkpoint,
     load_run,
     load_unit,
     missing_folds,
@@ -140,8 +141,7 @@ def fusion_embeddings(
     task = progress.add_task("embeddings: encoding folds", total=len(units))
     out = []
     for (fold, pt, _), idx in zip(units, rows, strict=True):
-        # Our own checkpoint (written by cv.train_unit); it holds numpy arrays, hence weights_only=False.
-        ckpt = torch.load(pt, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(pt)
         model = create_model("fusion", **ckpt["hparams"])
         model.load_state_dict(ckpt["state_dict"])
         model.eval()

@@ -131,6 +131,24 @@ def load_unit(path: Path) -> Unit:
     return Unit(fold_number(path), val_idx, oof, test, result)
 
 
+def load_checkpoint(path: Path) -> dict:
+    """Read one ``fold<k>.pt`` (weights, hyperparameters, the fold's audio scaler); an unreadable or incomplete
+    file is a UserError naming it. torch is imported here only: reading fold files needs none."""
+    import torch
+
+    try:
+        # Our own checkpoint (written by cv.train_unit); it holds numpy arrays, hence weights_only=False.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(ckpt, dict) or not {"hparams", "state_dict", "audio_mean", "audio_scale"} <= ckpt.keys():
+            raise KeyError("missing keys")
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
+        raise UserError(
+            f"{path}: unreadable or incomplete model checkpoint ({type(e).__name__}); fix: delete it and its "
+            f"{path.with_suffix('.npz').name}, then rerun `run.py cv` with the run's flags (it trains that fold again)"
+        ) from None
+    return ckpt
+
+
 def unit_finished(run_dir: Path, model: str, fold: int) -> bool:
     """Whether the unit's fold file exists and reads; an unreadable one is trained again (and cv says so)."""
     path = unit_path(run_dir, model, fold)

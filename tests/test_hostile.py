@@ -75,6 +75,16 @@ def test_a_corrupt_fold_file_is_retrained_by_cv_and_named_by_submit_and_report(t
         one_error_line(capsys, f"{fold0}: unreadable or incomplete fold file", "fix: delete it and rerun")
 
 
+def test_a_corrupt_model_checkpoint_is_one_error_in_report(tiny_data, tmp_path, capsys):
+    wd = tmp_path / "wd"
+    assert tiny_cv(tiny_data, wd, "--models", "fusion") == 0  # report encodes the fusion model's checkpoints
+    pt = wd / "r" / "fusion" / "fold0.pt"
+    pt.write_bytes(pt.read_bytes()[:200])  # truncated
+    capsys.readouterr()
+    assert main(["report", "--workdir", str(wd), "--run", "r", "--data", str(tiny_data)]) == 2
+    one_error_line(capsys, f"{pt}: unreadable or incomplete model checkpoint", "fix: delete it")
+
+
 # --- item 6: an `error:` line where a traceback was ------------------------------------------------------
 
 
