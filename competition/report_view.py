@@ -69,6 +69,27 @@ def curves_figure(hist: pd.DataFrame, model: str) -> Figure:
     return fig
 
 
+def adversarial_figure(modalities: dict[str, dict], threshold: float) -> Figure:
+    """Train-vs-test ROC AUC per modality (out of fold, bar = all rows, dots = folds, whisker = fold spread)."""
+    names = list(modalities)
+    fig = Figure(figsize=(6.5, 0.7 + 0.6 * len(names)))
+    ax = fig.subplots()
+    for i, m in enumerate(names):
+        r = modalities[m]
+        ax.barh(i, r["auc"] - 0.5, left=0.5, xerr=r["auc_std"], color="tab:purple", alpha=0.6, capsize=3)
+        ax.plot(r["fold_aucs"], [i] * len(r["fold_aucs"]), "k.", ms=4)
+    ax.axvline(0.5, color="grey", lw=1)
+    ax.axvline(
+        threshold, color="tab:red", ls="--", lw=1, label=f"split=auto holds out speakers from audio AUC {threshold}"
+    )
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlim(0.4, 1.0)
+    ax.set_xlabel("train vs test ROC AUC (0.5 = the test rows look like the training rows)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
 def confusion_figure(y: np.ndarray, pred: np.ndarray, per_class: np.ndarray, model: str) -> Figure:
     """Out-of-fold confusion matrix (counts) beside the per-class F1 bars."""
     fig = Figure(figsize=(10.5, 4.4))
@@ -200,6 +221,23 @@ def render_html(report: dict) -> str:
             for k, v in emb.items()
         }
         parts += [_table_html(pd.DataFrame(rows).T), f"<img src='{esc(report['embeddings_figure'])}' alt='t-SNE'>"]
+    adv = report.get("adversarial")
+    if adv:
+        parts.append("<h2>Train vs test (adversarial validation)</h2>")
+        parts.append(
+            "<p>A classifier that tells training rows from test rows, scored out of fold with duplicate rows kept on "
+            "one side (cv saves it in the run). AUC near 0.5: the test rows look like the training rows, so "
+            "out-of-fold scores speak for the test; near 1: they differ (see docs/shift.md).</p>"
+        )
+        table = pd.DataFrame(
+            {m: {"AUC": r["auc"], "fold spread": r["auc_std"], "rows": r["rows"]} for m, r in adv.items()}
+        )
+        parts += [
+            "<div class='row'>",
+            f"<img src='{esc(report['adversarial_figure'])}' alt='adversarial validation'>",
+            _table_html(table.T),
+            "</div>",
+        ]
     w = report["wrong_by_all"]
     parts.append("<h2>Rows every model gets wrong</h2>")
     parts.append(f"<p>{w['count']} of the {w['covered_rows']} rows that every model predicted out of fold.</p>")

@@ -12,6 +12,7 @@ NMI / ARI is the mean over the folds. This module computes; ``report_view.py`` d
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from .report_view import (
     CLASSES,
     EMBED_KINDS,
     GALLERY_MAX,
+    adversarial_figure,
     confusion_figure,
     curves_figure,
     embeddings_figure,
@@ -59,6 +61,7 @@ from .runs import (
     read_run_config,
     unit_files,
 )
+from .splits import CLUSTER_AUC
 
 REPORT_DIR = "report"
 DEFAULT_MAX_ROWS = 5000  # out-of-fold rows in the embedding analysis: t-SNE time grows with the rows
@@ -269,6 +272,12 @@ def build_report(
             report["embeddings_pictured_fold"] = folds[0].fold
             report["figures"].append(report["embeddings_figure"])
 
+    report["adversarial"] = _adversarial(run_dir)
+    if report["adversarial"]:
+        figure = adversarial_figure(report["adversarial"], CLUSTER_AUC)
+        report["adversarial_figure"] = save_png(figure, out_dir / "adversarial.png")
+        report["figures"].append(report["adversarial_figure"])
+
     report["wrong_by_all"] = _wrong_by_all(run, models, comp, out_dir)
     if report["wrong_by_all"]["figure"]:
         report["figures"].append(report["wrong_by_all"]["figure"])
@@ -282,6 +291,16 @@ def build_report(
     if not quiet:
         print_summary(report, out_dir)
     return report
+
+
+def _adversarial(run_dir: Path) -> dict | None:
+    """The run's saved adversarial validation (``adversarial.json``, written by cv), per modality; None if absent."""
+    path = run_dir / "adversarial.json"
+    try:
+        modalities = json.loads(path.read_text())["modalities"]
+    except (OSError, ValueError, KeyError, TypeError):  # runs made before cv saved it, or a damaged file
+        return None
+    return modalities or None
 
 
 def _wrong_by_all(run: Run, models: list[str], comp: Competition, out_dir: Path) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -80,6 +81,24 @@ def test_report_of_a_fusion_run(runs, tiny_src):
     saved = json.loads((out / "report.json").read_text())
     assert saved["embeddings"] == emb and saved["figures"] == report["figures"]
     assert report["seconds"] > 0
+    adv = json.loads((runs / "full" / "adversarial.json").read_text())["modalities"]  # written by cv
+    assert report["adversarial"] == (adv or None)
+    assert ("adversarial.png" in report["figures"]) == bool(adv)
+
+
+def test_report_draws_the_runs_adversarial_validation(runs, tmp_path):
+    run = tmp_path / "full"
+    shutil.copytree(runs / "full", run)
+    r = {"auc": 0.93, "auc_std": 0.02, "fold_aucs": [0.91, 0.95], "rows": 300}
+    modalities = {"image": r | {"modality": "image", "auc": 0.52}, "audio": r | {"modality": "audio"}}
+    (run / "adversarial.json").write_text(json.dumps({"data_fingerprint": "x", "modalities": modalities}))
+    report = build_report(run, quiet=True)
+    assert report["adversarial"] == modalities and "adversarial.png" in report["figures"]
+    check_figures(run / "report", report)
+    assert "Train vs test (adversarial validation)" in (run / "report" / "index.html").read_text()
+    (run / "adversarial.json").unlink()  # a run made before cv saved it: no section, no figure
+    report = build_report(run, quiet=True)
+    assert report["adversarial"] is None and not (run / "report" / "adversarial.png").exists()
 
 
 def test_report_without_fusion_reports_the_rest(runs):
