@@ -34,7 +34,7 @@ from .runs import (
     DEFAULT_WORKDIR,
     UnitResult,
     add_to_run_config,
-    check_run_name,
+    check_folder_name,
     checkpoint_path,
     history_path,
     load_run,
@@ -321,7 +321,7 @@ def cv_command(args) -> int:
         from .tracking import import_mlflow, log_cv_run
 
         import_mlflow()  # a missing package is an error before training, not after
-    run_name = check_run_name(name if args.run is None else args.run)
+    run_name = check_folder_name(name if args.run is None else args.run)
     if getattr(args, "scheduler", None) is None:
         result = run_cv(cfg, Path(args.data), workdir, run_name)
     else:

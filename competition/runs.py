@@ -54,11 +54,11 @@ def history_path(run_dir: Path, model: str, fold: int) -> Path:
     return run_dir / model / f"fold{fold}_history.csv"
 
 
-def check_run_name(name: str) -> str:
-    """A run name is one folder under the workdir: letters, digits, '.', '_' and '-', not starting with '.'."""
+def check_folder_name(name: str, flag: str = "--run", what: str = "run") -> str:
+    """A run or study name is one folder under the workdir: letters, digits, '.', '_' and '-', not starting with '.'."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(
-            f"--run {name!r}: a run name is one folder name of letters, digits, '.', '_' and '-' (not a path); "
+            f"{flag} {name!r}: a {what} name is one folder name of letters, digits, '.', '_' and '-' (not a path); "
             "fix the name"
         )
     return name
@@ -284,7 +284,7 @@ def latest_run(workdir: Path) -> str:
 def find_run(workdir: Path, run: str | None) -> Path:
     """``workdir/run``, or the latest finished run when ``run`` is None."""
     if run is not None:
-        run_dir = workdir / check_run_name(run)
+        run_dir = workdir / check_folder_name(run)
         if not (run_dir / CONFIG_FILE).is_file():
             raise UserError(f"--run {run}: no run at {run_dir}; fix: name a folder made by `python run.py cv`")
         return run_dir
@@ -393,7 +393,7 @@ def load_runs(workdir: Path, names: list[str], comp: Competition, models: list[s
     """
     if len(set(names)) != len(names):
         raise UserError(f"--run: a run is named twice ({', '.join(names)}); fix: name each run once")
-    dirs = [workdir / check_run_name(n) for n in names]
+    dirs = [workdir / check_folder_name(n) for n in names]
     for d in dirs:
         if not d.is_dir():
             raise UserError(f"{d}: run not found; fix: pass --run with a folder under --workdir {workdir}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
-import re
 import signal
 import socket
 import sys
@@ -28,7 +27,7 @@ from ..errors import EXIT_INTERRUPTED, UserError
 from ..folds import load_or_make_folds
 from ..metrics import scores
 from ..models import list_models
-from ..runs import DEFAULT_WORKDIR, load_run, split_fingerprint, write_run_config
+from ..runs import DEFAULT_WORKDIR, check_folder_name, load_run, split_fingerprint, write_run_config
 from ..training import TrainingDiverged, resolve_device
 from .results import best_trials_table, fmt_value, importance_table, write_best_config
 from .search_space import SPACE_PATH, load_space, sample_params
@@ -248,8 +247,7 @@ def tune_command(args) -> int:
         + (f"-{trial_folds}folds" if trial_folds != cfg.folds else "")
         + ("" if space_path.resolve() == SPACE_PATH.resolve() else f"-{space_path.stem}")
     )
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise UserError(f"--study {name!r}: use letters, digits, '.', '_' and '-' only (it names a folder)")
+    check_folder_name(name, "--study", "study")
     t = Tuning(
         data_dir=Path(args.data),
         workdir=Path(args.workdir) if args.workdir else DEFAULT_WORKDIR,
