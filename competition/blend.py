@@ -154,12 +154,13 @@ def blend_models(
             else:
                 w = caruana_weights(stacked, y, space, rounds)
                 nested, fold_weights = nested_caruana(stacked, y, fold_of, space, rounds)
-            pred = combine(stacked, w, space).argmax(1)
+            probs = combine(stacked, w, space)
+            pred = probs.argmax(1)
             cand = Candidate(kind, space, w, macro_f1(y, pred), accuracy(y, pred), fold_weights=fold_weights)
             if nested is not None:
                 cand.nested_f1 = macro_f1(y, nested.argmax(1))
                 cand.nested_accuracy = accuracy(y, nested.argmax(1))
-            cand.oof_probs = combine(stacked, w, space) if nested is None else nested
+            cand.oof_probs = probs if nested is None else nested
             cand.test_probs = combine(test_stacked, w, space)
             candidates.append(cand)
     if "stack" in blends and len(np.unique(fold_of)) >= MIN_FOLDS:

@@ -53,16 +53,20 @@ def joint_groups(train: list[np.ndarray], test: list[np.ndarray]) -> Groups:
     return Groups(ids[:n], ids[n:])
 
 
+def _groups_spanning(groups: np.ndarray, values: np.ndarray) -> int:
+    """How many groups hold more than one distinct value."""
+    pairs = np.unique(np.stack([groups, values]), axis=1)  # distinct (group, value) pairs
+    return int((np.bincount(pairs[0]) > 1).sum())
+
+
 def mixed_groups(groups: np.ndarray, y: np.ndarray) -> int:
     """How many groups of training rows hold more than one label."""
-    pairs = np.unique(np.stack([groups, y]), axis=1)  # distinct (group, label) pairs
-    return int((np.bincount(pairs[0]) > 1).sum())
+    return _groups_spanning(groups, y)
 
 
 def split_groups(groups: np.ndarray, fold_of: np.ndarray) -> int:
     """How many groups of training rows lie in more than one fold (pooling them out of fold would leak)."""
-    pairs = np.unique(np.stack([groups, fold_of]), axis=1)
-    return int((np.bincount(pairs[0]) > 1).sum())
+    return _groups_spanning(groups, fold_of)
 
 
 def pool(probs: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -138,11 +142,17 @@ class ConsensusReport:
 
 
 def decide_consensus(
-    mode: str, groups: Groups, y: np.ndarray, fold_of: np.ndarray, oof_probs: np.ndarray, test_probs: np.ndarray
+    mode: str,
+    groups: Groups | None,
+    y: np.ndarray,
+    fold_of: np.ndarray,
+    oof_probs: np.ndarray,
+    test_probs: np.ndarray,
 ) -> ConsensusReport:
     """Run the consensus step on a blend's honest out-of-fold and its test probabilities. ``auto`` applies
     it when the training groups are label-pure, the split keeps each group in one fold and the out-of-fold
-    macro-F1 is not lowered; ``on`` applies it whenever it is valid and refuses (UserError) when it is not."""
+    macro-F1 is not lowered; ``on`` applies it whenever it is valid and refuses (UserError) when it is not.
+    ``groups`` may be None only for ``off``."""
     if mode not in MODES:
         raise ValueError(f"unknown consensus mode {mode!r}")
     if mode == "off":
