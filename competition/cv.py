@@ -38,7 +38,6 @@ from .runs import (
     checkpoint_path,
     history_path,
     load_run,
-    read_run_config,
     split_fingerprint,
     unit_finished,
     unit_path,
@@ -296,7 +295,7 @@ def summarise(run_dir: Path, comp: Competition, cfg: Config, quiet: bool = False
     """Per-fold and out-of-fold scores of every model of the run (this command's first, then those of earlier
     commands, e.g. after a rerun with a subset of --models); writes scores.csv, summary.json and prints a table."""
     run = load_run(run_dir, comp.n_train)
-    models = list(dict.fromkeys([*cfg.models, *read_run_config(run_dir)["config"]["models"]]))
+    models = list(dict.fromkeys([*cfg.models, *run.meta["config"]["models"]]))
     per_fold = pd.DataFrame([dataclasses.asdict(r) for m in models if m in run.folds for r in run.folds[m]])
     oof_rows = {}
     for m in models:

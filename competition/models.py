@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .data import AUDIO_WIDTH, IMAGE_SIDE, IMAGE_WIDTH, N_CLASSES  # noqa: F401 (re-exported)
+from .data import AUDIO_WIDTH, IMAGE_SIDE, N_CLASSES
 
 EMBED_DIM = 64
 

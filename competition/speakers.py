@@ -20,15 +20,13 @@ import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.preprocessing import StandardScaler
 
-from .data import duplicate_ids
-
-N_FRAMES, N_COEFFS = 39, 13  # the (39, 13) MFCC layout of a 507-wide audio row
+from .data import AUDIO_COEFS, AUDIO_FRAMES, duplicate_ids
 
 
 def speaker_features(audio: np.ndarray, y: np.ndarray, spread: bool = False) -> np.ndarray:
     """(N, 13) per-row voice features: each coefficient's mean over frames (and, with ``spread``, its std:
     (N, 26)), minus the mean of the rows of the same label, standardised."""
-    frames = np.asarray(audio, dtype=np.float64).reshape(len(audio), N_FRAMES, N_COEFFS)
+    frames = np.asarray(audio, dtype=np.float64).reshape(len(audio), AUDIO_FRAMES, AUDIO_COEFS)
     feats = np.concatenate([frames.mean(axis=1), frames.std(axis=1)], axis=1) if spread else frames.mean(axis=1)
     for label in np.unique(y):
         feats[y == label] -= feats[y == label].mean(axis=0)

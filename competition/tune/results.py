@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 from rich.table import Table
 
 from ..artifacts import write_text
-from ..config import Config, load_config, to_toml
+from ..config import Config, to_toml
 from .study import Tuning
 
 
@@ -67,7 +67,7 @@ def write_best_config(study: optuna.Study, t: Tuning, path: Path) -> Config | No
         best = study.best_trial
     except ValueError:
         return None  # no complete trial yet
-    cfg = load_config(None, t.cfg.to_dict() | best.params | {"models": [t.model]})
+    cfg = t.trial_config(best.params)
     values = cfg.result_dict() | {"models": cfg.models}
     header = (
         f"# Written by `python run.py tune`: study {study.study_name!r}, best of its complete trials = trial "

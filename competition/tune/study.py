@@ -21,7 +21,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from ..claims import owner_alive, start_ticks
-from ..config import Config
+from ..config import Config, load_config
 from ..data import Competition
 from ..errors import UserError
 from .search_space import SearchSpace
@@ -59,6 +59,10 @@ class Tuning:
     @property
     def journal(self) -> Path:
         return self.study_dir / "study.journal"
+
+    def trial_config(self, params: dict[str, Any]) -> Config:
+        """The recipe a trial with ``params`` trains (and, for the best trial, the one written out)."""
+        return load_config(None, self.cfg.to_dict() | params | {"models": [self.model]})
 
 
 def identity(t: Tuning, comp: Competition, split_fp: str) -> dict[str, Any]:

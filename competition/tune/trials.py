@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..artifacts import check_writable, environment, write_json, write_text
-from ..config import CONFIG_DIR, FLAG_KEYS, config_from_args, load_config, parse_overrides
+from ..config import CONFIG_DIR, FLAG_KEYS, config_from_args, parse_overrides
 from ..console import console
 from ..cv import train_unit
 from ..data import Competition, load_competition
@@ -62,7 +62,7 @@ def _train_trial(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.
     trial.set_user_attr("worker", owner())  # first: lets a later start fail this trial if the worker dies
     _claim(trial, t)
     params = sample_params(trial, t.search_space.params)
-    cfg = load_config(None, t.cfg.to_dict() | params | {"models": [t.model]})
+    cfg = t.trial_config(params)
     run_dir = t.study_dir / f"trial-{trial.number}"
     write_run_config(run_dir, cfg.to_dict(), comp, ctx["split_fp"], study=t.study, trial=trial.number)
     write_json(run_dir / "environment.json", environment(ctx["device"], cfg.seed))
@@ -210,8 +210,7 @@ def run_tune(t: Tuning) -> optuna.Study:
     if remaining:
         t = dataclasses.replace(t, processes=workers)
         shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
-        running = any(tr.state == TrialState.RUNNING for tr in study.get_trials(deepcopy=False))
-        seeds = [_sampler_seed(t, len(trials), i, shared=running) for i in range(workers)]
+        seeds = [_sampler_seed(t, len(trials), i, shared=n_running > 0) for i in range(workers)]
         if workers == 1:
             optimize(t, shares[0], seeds[0], 0, comp)
         else:
