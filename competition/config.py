@@ -66,7 +66,12 @@ class Config:
     batch_size: int = 128
     lr: float = 3e-3  # peak learning rate (the one-cycle schedule's maximum)
     weight_decay: float = 0.0
-    schedule: str = "onecycle"  # "onecycle" (warm-up then cosine decay) or "constant"
+    schedule: str = "onecycle"  # "onecycle" (warm-up then cosine decay) or "constant"; early_stop replaces it
+    # --- training length (competition/training.py: WSD): off = a fixed `epochs` with `schedule` ---
+    early_stop: bool = False  # stop on an inner split of each fold's training rows, warm-up/stable/decay schedule
+    max_epochs: int = 60  # early_stop: the most epochs a unit trains, decay phase included
+    patience: int = 3  # early_stop: epochs without inner-loss improvement before the decay phase starts
+    inner_share: float = 0.1  # early_stop: share of a fold's training rows held out (grouped) as the inner split
     label_smoothing: float = 0.0
     # --- augmentation of training batches (competition/augment.py): a magnitude (0 = off) and the share
     # of training rows it applies to (1 = every row) ---
@@ -108,6 +113,9 @@ class Config:
             (not infinite, f"{', '.join(infinite)} must be a finite number (not inf or nan)"),
             (self.folds >= 2, "folds must be >= 2"),
             (self.epochs >= 1, "epochs must be >= 1"),
+            (self.max_epochs >= 2, "max_epochs must be >= 2 (a warm-up epoch and a decay epoch)"),
+            (self.patience >= 1, "patience must be >= 1"),
+            (0 < self.inner_share <= 0.5, "inner_share must be in (0, 0.5]"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),

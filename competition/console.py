@@ -18,9 +18,12 @@ console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 class CVProgress:
-    """One overall bar over every epoch of every (model, fold) unit, plus a line per running unit."""
+    """One overall bar over every epoch of every (model, fold) unit, plus a line per running unit.
 
-    def __init__(self, total_epochs: int):
+    ``planned`` ({model: epochs a unit may train}): a unit that ends sooner (early stopping counts its most
+    epochs) takes its unused epochs off the overall bar's total when it finishes."""
+
+    def __init__(self, total_epochs: int, planned: dict[str, int] | None = None):
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -33,6 +36,7 @@ class CVProgress:
         )
         self.overall = self.progress.add_task("[bold]all folds (epochs)", total=total_epochs)
         self.units: dict[tuple[str, int], int] = {}
+        self.total, self.planned, self.finished = total_epochs, planned or {}, set()
 
     def __enter__(self) -> CVProgress:
         self.progress.__enter__()
@@ -43,20 +47,27 @@ class CVProgress:
 
     def epoch(self, model: str, fold: int, epochs: int, row: dict) -> None:
         key = (model, fold)
+        self.progress.advance(self.overall)
+        if key in self.finished:  # a late event of a finished unit (parallel workers): no line for it again
+            return
         if key not in self.units:
             self.units[key] = self.progress.add_task(f"  {model} fold {fold}", total=epochs)
         f1 = row.get("val_macro_f1")
         desc = f"  {model} fold {fold}" + (f"  val F1 {f1:.4f}" if f1 is not None else "")
+        desc += f"  ({row['phase']})" if "phase" in row else ""  # early stopping: warmup, stable or decay
         self.progress.update(self.units[key], advance=1, description=desc)
-        self.progress.advance(self.overall)
 
     def unit_trained(self, model: str, fold: int, result: UnitResult) -> None:
         task = self.units.pop((model, fold), None)
         if task is not None:
             self.progress.remove_task(task)
+        self.finished.add((model, fold))
+        if model in self.planned and result.epochs < self.planned[model]:  # stopped early: fewer epochs to go
+            self.total -= self.planned[model] - result.epochs
+            self.progress.update(self.overall, total=self.total)
         self.progress.console.print(
             f"  [green]done[/] {model:<8} fold {fold}  macro-F1 {result.macro_f1:.4f}  "
-            f"acc {result.accuracy:.4f}  {result.seconds:.0f}s"
+            f"acc {result.accuracy:.4f}  {result.epochs} epochs  {result.seconds:.0f}s"
         )
 
 

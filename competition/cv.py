@@ -26,7 +26,7 @@ from .artifacts import environment, write_json, write_npz, write_text, write_tor
 from .claims import UnitClaims
 from .config import Config
 from .console import CVProgress, console, cv_table, duplicates_line
-from .data import Competition, duplicate_summary, fit_audio_scaler, load_competition
+from .data import Competition, duplicate_groups, duplicate_summary, fit_audio_scaler, load_competition
 from .folds import load_or_make_folds
 from .metrics import scores
 from .predictions import write_prediction_files
@@ -42,6 +42,7 @@ from .runs import (
     unit_finished,
     unit_path,
 )
+from .splits import inner_split
 from .training import Learner, check_finite, model_kwargs, resolve_device
 
 if TYPE_CHECKING:
@@ -53,11 +54,25 @@ def unit_seed(seed: int, model: str, fold: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(model.encode()) + 7919 * fold) % 2**31
 
 
+def planned_epochs(cfg: Config, model: str) -> int:
+    """The epochs a unit of ``model`` trains (with early stopping, the most it may train: it often stops sooner)."""
+    cfg = cfg.for_model(model)
+    return cfg.max_epochs if cfg.early_stop else cfg.epochs
+
+
+def inner_rows(comp: Competition, rows: np.ndarray, cfg: Config, seed: int, groups: np.ndarray | None) -> np.ndarray:
+    """Positions in ``rows`` of the inner split early stopping watches; ``groups`` (N,) are the split's groups
+    (folds.csv), None for the duplicate groups."""
+    groups = duplicate_groups(comp.image, comp.audio) if groups is None else groups
+    return inner_split(comp.y[rows], groups[rows], cfg.inner_share, seed)
+
+
 def train_unit(
     comp: Competition, fold_of: np.ndarray, cfg: Config, model: str, fold: int, run_dir: Path,
-    device: str, threads: int, events=None,
+    device: str, threads: int, events=None, groups: np.ndarray | None = None,
 ) -> UnitResult:  # fmt: skip
-    """Train one model on one fold and write its artifacts; returns the fold's scores and time."""
+    """Train one model on one fold and write its artifacts; returns the fold's scores and time. ``groups`` (the
+    split's, folds.csv) keep groups whole in the inner split of ``early_stop`` (None: the duplicate groups)."""
     import torch
 
     cfg = cfg.for_model(model)  # the run's recipe with this model's [per_model.<model>] keys
@@ -67,16 +82,19 @@ def train_unit(
     scaler = fit_audio_scaler(comp.audio, tr)  # training rows only: no leakage from validation rows
     audio = scaler.transform(comp.audio).astype(np.float32)
     test_audio = scaler.transform(comp.test_audio).astype(np.float32)
+    seed = unit_seed(cfg.seed, model, fold)
+    inner = inner_rows(comp, tr, cfg, seed, groups) if cfg.early_stop else None  # never a validation row
 
     def on_epoch(row: dict) -> None:
         if events is not None:
-            events.put(("epoch", model, fold, cfg.epochs, row))
+            events.put(("epoch", model, fold, planned_epochs(cfg, model), row))
 
-    learner = Learner(model, cfg, seed=unit_seed(cfg.seed, model, fold), device=device)
-    learner.fit(comp.image[tr], audio[tr], comp.y[tr], val=(comp.image[va], audio[va], comp.y[va]), on_epoch=on_epoch)
+    learner = Learner(model, cfg, seed=seed, device=device)
+    val = (comp.image[va], audio[va], comp.y[va])  # scored each epoch for the history; it steers nothing
+    learner.fit(comp.image[tr], audio[tr], comp.y[tr], val=val, on_epoch=on_epoch, inner=inner)
     oof = learner.val_logits_  # (n_val, 10), from the final epoch's validation pass
     test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
-    check_finite(model, cfg, cfg.epochs, test)
+    check_finite(model, cfg, learner.epochs_, test)
     seconds = time.perf_counter() - t0
     write_text(history_path(run_dir, model, fold), pd.DataFrame(learner.history_).to_csv(index=False))
     write_torch(
@@ -90,7 +108,7 @@ def train_unit(
             "audio_scale": scaler.scale_,
         },
     )
-    result = UnitResult(model, fold, **scores(comp.y[va], oof), seconds=seconds, epochs=cfg.epochs)
+    result = UnitResult(model, fold, **scores(comp.y[va], oof), seconds=seconds, epochs=learner.epochs_)
     # Written last: its presence marks the unit finished.
     write_npz(unit_path(run_dir, model, fold), val_idx=va, oof_logits=oof, test_logits=test, result=result.to_json())
     return result
@@ -125,7 +143,7 @@ def run_cv(
     split = load_or_make_folds(comp, workdir, cfg.folds, cfg.seed, cfg.group_duplicates, cfg.split)
     if not quiet:
         console.print(split.attrs["why"])
-    fold_of = split["fold"].to_numpy()
+    fold_of, groups = split["fold"].to_numpy(), split["group"].to_numpy()
     split_fp = split_fingerprint(fold_of)
     run_dir = workdir / run_name
     add_to_run_config(run_dir, cfg, comp, split_fp)
@@ -147,14 +165,14 @@ def run_cv(
         )
     if todo:
         execute = _execute if cluster is None else cluster.execute
-        _train_claimed(todo, comp, fold_of, cfg, run_dir, device, quiet, execute)
+        _train_claimed(todo, comp, fold_of, groups, cfg, run_dir, device, quiet, execute)
     return summarise(run_dir, comp, cfg, quiet)
 
 
 CLAIM_POLL = 5.0  # seconds between looks at units another command is training
 
 
-def _train_claimed(todo, comp, fold_of, cfg, run_dir, device, quiet, execute) -> None:
+def _train_claimed(todo, comp, fold_of, groups, cfg, run_dir, device, quiet, execute) -> None:
     """Train the units of ``todo`` this command can claim, then wait for those another command holds (training
     any it gives up or whose owner dies), so the run is complete when this returns."""
     with UnitClaims(run_dir) as claims:
@@ -162,7 +180,7 @@ def _train_claimed(todo, comp, fold_of, cfg, run_dir, device, quiet, execute) ->
         while todo:
             mine, todo = claims.take(todo, lambda m, k: unit_finished(run_dir, m, k))
             if mine:
-                execute(mine, comp, fold_of, cfg, run_dir, device, quiet)
+                execute(mine, comp, fold_of, groups, cfg, run_dir, device, quiet)
                 for unit in mine:
                     claims.release(*unit)
             if todo:
@@ -189,14 +207,14 @@ def _plan_workers(cfg: Config, device: str, n_units: int) -> tuple[int, int]:
     return max(1, min(workers, n_units)), 1
 
 
-def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
+def _execute(todo, comp, fold_of, groups, cfg, run_dir, device, quiet) -> None:
     workers, threads = _plan_workers(cfg, device, len(todo))
-    total = sum(cfg.for_model(m).epochs for m, _ in todo)
-    with CVProgress(total) if not quiet else _Null() as progress:
+    planned = {m: planned_epochs(cfg, m) for m in cfg.models}
+    with CVProgress(sum(planned[m] for m, _ in todo), planned) if not quiet else _Null() as progress:
         if workers == 1:
             for model, fold in todo:
                 sink = _DirectSink(progress)
-                result = train_unit(comp, fold_of, cfg, model, fold, run_dir, device, threads, sink)
+                result = train_unit(comp, fold_of, cfg, model, fold, run_dir, device, threads, sink, groups)
                 progress.unit_trained(model, fold, result)
             return
         from multiprocessing.managers import SyncManager
@@ -226,7 +244,8 @@ def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
             drainer.start()
             try:
                 jobs = Parallel(n_jobs=workers, return_as="generator_unordered")(
-                    delayed(train_unit)(comp, fold_of, cfg, m, k, run_dir, device, threads, events) for m, k in todo
+                    delayed(train_unit)(comp, fold_of, cfg, m, k, run_dir, device, threads, events, groups)
+                    for m, k in todo
                 )
                 for result in jobs:
                     progress.unit_trained(result.model, result.fold, result)

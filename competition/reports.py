@@ -247,7 +247,12 @@ def build_report(
             "oof_accuracy": accuracy(y, pred),
             "per_class_f1": [float(v) for v in per_class],
             "confusion": confusion_matrix(y, pred, labels=CLASSES).tolist(),
-            "last_epoch": {c: float(last[c].mean()) for c in last.columns if c not in ("epoch", "fold")},
+            # numeric columns with a value (early stopping adds a phase, and no inner scores in the decay phase)
+            "last_epoch": {
+                c: float(last[c].mean())
+                for c in last.select_dtypes("number").dropna(axis=1, how="all").columns
+                if c not in ("epoch", "fold")
+            },
             "figures": {},
         }
         if len(hist):

@@ -132,7 +132,9 @@ def log_cv_run(run_dir: Path, workdir: Path) -> str | None:
                 fold = path.stem[4:].split("_")[0]
                 for row in pd.read_csv(path).to_dict(orient="records"):
                     values += [
-                        (f"{model}/fold{fold}/{c}", v, int(row["epoch"])) for c, v in row.items() if c != "epoch"
+                        (f"{model}/fold{fold}/{c}", v, int(row["epoch"]))
+                        for c, v in row.items()
+                        if c != "epoch" and isinstance(v, (int, float)) and v == v  # not early stopping's phase, NaN
                     ]
         for r in summary.get("per_fold", []):
             values += [(f"{r['model']}/fold_{k}", r[k], int(r["fold"])) for k in ("macro_f1", "accuracy", "seconds")]

@@ -99,7 +99,7 @@ def test_cluster_run_with_a_worker_killed_mid_run_gives_the_local_oof(
     killer = functools.partial(_dies_once, str(marker), str(log), str(tmp_path / "r"), ("image", 1))  # the last unit
     monkeypatch.setattr(cluster_module, "unit_task", killer)
     progress = Progress()
-    monkeypatch.setattr(cluster_module, "CVProgress", lambda total: progress)
+    monkeypatch.setattr(cluster_module, "CVProgress", lambda total, planned: progress)
     with DaskUnits(local_cluster.scheduler_address) as cl:
         result = run_cv(load_config(None, TINY), tiny_src, tmp_path, "r", cluster=cl)
     assert sorted(progress.trained) == [("audio", 0), ("audio", 1), ("image", 0), ("image", 1)]
