@@ -70,9 +70,8 @@ def _train_trial(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.
     f1s = []
     for k in range(t.trial_folds):  # the same order in every trial: step k compares the same rows
         try:
-            result = train_unit(
-                comp, fold_of, cfg, t.model, k, run_dir, ctx["device"], ctx["threads"], groups=ctx["groups"]
-            )
+            device, threads, groups = ctx["device"], ctx["threads"], ctx["groups"]
+            result = train_unit(comp, fold_of, cfg, t.model, k, run_dir, device, threads, None, groups)
         except TrainingDiverged as e:  # a sampled recipe that diverges is a bad trial, not the study's end
             console.print(f"{tag} [yellow]pruned[/]: {e}")
             raise optuna.TrialPruned(str(e)) from None
