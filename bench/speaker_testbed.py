@@ -3,7 +3,8 @@
 ``make``: a copy whose test rows are whole speaker-like clusters of the audio (``bench/degrade.py
 --holdout-speakers``), labelled in ``holdout_labels.csv``, training and test rows degraded alike (babble noise
 at inf/10/5/0 dB, a quarter of the images occluded, pixel noise up to 60): the only train -> test shift is
-the speakers. Prints the clusters' digit counts (speakers say every digit: balanced columns).
+the speakers; with ``--noisier-test`` the test rows are noisier too (5/0/-5 dB, half the images occluded, pixel
+noise up to 90). Prints the clusters' digit counts (speakers say every digit: balanced columns).
 
 ``measure``: for cv runs of such a copy, each model's out-of-fold macro-F1 beside its held-out macro-F1 (its
 fold-averaged test logits against the held-out labels), and the same for the blend ``run.py submit`` writes
@@ -35,10 +36,13 @@ from competition.metrics import macro_f1  # noqa: E402
 from competition.submission import load_runs, score_submission  # noqa: E402
 
 SAME_NOISE = ["--snr", "inf,10,5,0", "--test-snr", "inf,10,5,0", "--test-occlude", "0.25", "--test-pixel-noise", "60"]
+# --noisier-test: the test rows also noisier than the training rows (new speakers AND a new noise level)
+NOISIER_TEST = ["--snr", "inf,10,5,0", "--test-snr", "5,0,-5", "--test-occlude", "0.5", "--test-pixel-noise", "90"]
 
 
-def make(out: str, seed: int, held: int) -> None:
-    degrade.main(["--out", out, "--seed", str(seed), "--holdout-speakers", str(held), *SAME_NOISE])
+def make(out: str, seed: int, held: int, noisier_test: bool = False) -> None:
+    noise = NOISIER_TEST if noisier_test else SAME_NOISE
+    degrade.main(["--out", out, "--seed", str(seed), "--holdout-speakers", str(held), *noise])
     rows = pd.read_csv(Path(out) / "degrade_rows.csv")
     labels = pd.concat([pd.read_csv(Path(out) / "y_train.csv"), pd.read_csv(Path(out) / "holdout_labels.csv")])
     rows = rows.merge(labels, on="row_id")
@@ -83,13 +87,14 @@ def main(argv: list[str] | None = None) -> None:
     mk.add_argument("--out", required=True)
     mk.add_argument("--seed", type=int, default=0, help="chooses the held-out clusters and the noise")
     mk.add_argument("--held", type=int, default=2, help="speaker-like clusters (of 6) held out as test rows")
+    mk.add_argument("--noisier-test", action="store_true", help="test audio at 5/0/-5 dB, half the images occluded")
     ms = sub.add_parser("measure", help="OOF against held-out macro-F1 of cv runs on a copy")
     ms.add_argument("--data", required=True)
     ms.add_argument("--workdir", required=True)
     ms.add_argument("--run", action="append", required=True)
     args = p.parse_args(argv)
     if args.command == "make":
-        make(args.out, args.seed, args.held)
+        make(args.out, args.seed, args.held, args.noisier_test)
     else:
         np.set_printoptions(precision=4)
         print(measure(Path(args.data), Path(args.workdir), args.run))
