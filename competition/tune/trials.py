@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from ..artifacts import check_writable, environment, write_json, write_text
 from ..config import CONFIG_DIR, FLAG_KEYS, config_from_args, parse_overrides
-from ..console import console
+from ..console import console, fmt_value
 from ..cv import train_unit
 from ..data import Competition, load_competition
 from ..errors import EXIT_INTERRUPTED, UserError
@@ -29,7 +29,7 @@ from ..metrics import scores
 from ..models import list_models
 from ..runs import DEFAULT_WORKDIR, check_folder_name, load_run, split_fingerprint, write_run_config
 from ..training import TrainingDiverged, resolve_device
-from .results import best_trials_table, fmt_value, importance_table, write_best_config
+from .results import best_trials_table, importance_table, write_best_config
 from .search_space import SPACE_PATH, load_space, sample_params
 from .study import FINISHED, Tuning, claim_study, fail_orphaned_trials, identity, open_storage, owner, redact
 
