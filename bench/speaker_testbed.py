@@ -7,7 +7,8 @@ the speakers. Prints the clusters' digit counts (speakers say every digit: balan
 
 ``measure``: for cv runs of such a copy, each model's out-of-fold macro-F1 beside its held-out macro-F1 (its
 fold-averaged test logits against the held-out labels), and the same for the blend ``run.py submit`` writes
-(its nested out-of-fold score), as a markdown table.
+(its nested out-of-fold score) of each run alone and of all of them together, as markdown tables; for a
+pseudo-label round (``cv --pseudo``) also its per-fold sets and their labels' precision on the truth.
 
     python3 bench/speaker_testbed.py make --out /tmp/tb0 --seed 0
     python3 run.py cv --data /tmp/tb0 --workdir /tmp/w0 --set split=grouped
@@ -59,6 +60,33 @@ def measure(data: Path, workdir: Path, runs: list[str]) -> str:
             oof = macro_f1(comp.y, r.oof[m].argmax(1))
             held = macro_f1(y_test, fold_average(r.test[m], "logits").argmax(1))
             lines.append(f"| {r.name}/{m} | {oof:.4f} | {held:.4f} | {oof - held:+.4f} |")
+    for r in loaded:
+        if (r.dir / "pseudo.npz").is_file():
+            lines += ["", pseudo_table(r.dir, y_test)]
+    lines += [
+        "",
+        "| blended runs | written blend | OOF (nested) | held-out macro-F1 | OOF - held-out |",
+        "|---|---|---|---|---|",
+    ]
+    for blended in [[r] for r in runs] + ([runs] if len(runs) > 1 else []):
+        lines.append(written_blend(data, workdir, blended))
+    return "\n".join(lines)
+
+
+def pseudo_table(run_dir: Path, y_test: np.ndarray) -> str:
+    """A pseudo-label round's per-fold sets (cv --pseudo): threshold, rows and their labels' precision on the truth."""
+    head = "| fold | threshold | rows | share of test rows | precision on the truth |"
+    lines = [f"{run_dir.name}: pseudo-labels (precision against holdout_labels.csv)", "", head, "|---|---|---|---|---|"]
+    with np.load(run_dir / "pseudo.npz") as z:
+        for k, t in enumerate(z["thresholds"]):
+            idx, labels = z[f"idx{k}"], z[f"labels{k}"]
+            prec = (labels == y_test[idx]).mean() if len(idx) else float("nan")
+            lines.append(f"| {k} | {t:.3f} | {len(idx)} | {len(idx) / len(y_test):.3f} | {prec:.4f} |")
+    return "\n".join(lines)
+
+
+def written_blend(data: Path, workdir: Path, runs: list[str]) -> str:
+    """Run ``run.py submit`` on ``runs`` and score the file it writes against the held-out labels."""
     out = workdir / "testbed_submissions"
     name = "+".join(runs)
     cmd = [sys.executable, str(ROOT / "run.py"), "submit", "--data", str(data), "--workdir", str(workdir)]
@@ -69,11 +97,10 @@ def measure(data: Path, workdir: Path, runs: list[str]) -> str:
     oof = manifest["oof_nested_macro_f1"] or manifest["oof_macro_f1"]
     left = f", left out: {', '.join(manifest['left_out'])}" if manifest["left_out"] else ""
     weights = ", ".join(f"{m} {w:.2f}" for m, w in manifest["weights"].items() if w > 0)
-    lines.append(f"| written blend ({manifest['blend']} {manifest['average']}: {weights}{left}) | {oof:.4f} "
-                 f"| {held:.4f} | {oof - held:+.4f} |")  # fmt: skip
-    if "warning" in log:
-        lines.append("\n(submit warned that the test rows are not like the training rows)")
-    return "\n".join(lines)
+    consensus = " + consensus" if manifest.get("consensus", {}).get("applied") else ""
+    warned = " (submit warned: test rows unlike training rows)" if "warning" in log else ""
+    return (f"| {' + '.join(runs)} | {manifest['blend']} {manifest['average']}{consensus}: {weights}{left}{warned} "
+            f"| {oof:.4f} | {held:.4f} | {oof - held:+.4f} |")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
