@@ -69,7 +69,7 @@ def measure(data: Path, workdir: Path, runs: list[str]) -> str:
         "|---|---|---|---|---|",
     ]
     for blended in [[r] for r in runs] + ([runs] if len(runs) > 1 else []):
-        lines.append(written_blend(data, workdir, blended))
+        lines += [written_blend(data, workdir, blended), written_blend(data, workdir, blended, "off")]
     return "\n".join(lines)
 
 
@@ -85,22 +85,24 @@ def pseudo_table(run_dir: Path, y_test: np.ndarray) -> str:
     return "\n".join(lines)
 
 
-def written_blend(data: Path, workdir: Path, runs: list[str]) -> str:
-    """Run ``run.py submit`` on ``runs`` and score the file it writes against the held-out labels."""
+def written_blend(data: Path, workdir: Path, runs: list[str], consensus: str = "auto") -> str:
+    """Run ``run.py submit --consensus CONSENSUS`` on ``runs`` and score its file against the held-out labels."""
     out = workdir / "testbed_submissions"
-    name = "+".join(runs)
+    name = "+".join(runs) + ("" if consensus == "auto" else f"-consensus-{consensus}")
     cmd = [sys.executable, str(ROOT / "run.py"), "submit", "--data", str(data), "--workdir", str(workdir)]
-    cmd += [x for r in runs for x in ("--run", r)] + ["--out", str(out), "--name", name]
+    cmd += [x for r in runs for x in ("--run", r)] + ["--out", str(out), "--name", name, "--consensus", consensus]
     log = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     manifest = json.loads((out / f"{name}.json").read_text())
     held = score_submission(out / f"{name}.csv", data / "holdout_labels.csv")["macro_f1"]
-    oof = manifest["oof_nested_macro_f1"] or manifest["oof_macro_f1"]
+    applied = manifest.get("consensus", {}).get("applied")
+    oof = manifest["consensus"]["oof_macro_f1_after"] if applied else manifest["oof_nested_macro_f1"]
+    oof = oof or manifest["oof_macro_f1"]  # an equal blend has no nested score
     left = f", left out: {', '.join(manifest['left_out'])}" if manifest["left_out"] else ""
     weights = ", ".join(f"{m} {w:.2f}" for m, w in manifest["weights"].items() if w > 0)
-    consensus = " + consensus" if manifest.get("consensus", {}).get("applied") else ""
+    blend = f"{manifest['blend']} {manifest['average']}{' + consensus' if applied else ''}: {weights}{left}"
     warned = " (submit warned: test rows unlike training rows)" if "warning" in log else ""
-    return (f"| {' + '.join(runs)} | {manifest['blend']} {manifest['average']}{consensus}: {weights}{left}{warned} "
-            f"| {oof:.4f} | {held:.4f} | {oof - held:+.4f} |")  # fmt: skip
+    runs_cell = " + ".join(runs) + ("" if consensus == "auto" else f" (--consensus {consensus})")
+    return f"| {runs_cell} | {blend}{warned} | {oof:.4f} | {held:.4f} | {oof - held:+.4f} |"
 
 
 def main(argv: list[str] | None = None) -> None:
