@@ -103,7 +103,9 @@ def _read_manifest(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: unreadable submission manifest ({e}); fix: rerun `run.py submit`") from None
     keys = {"runs", "models", "blend", "average", "weights", "data_fingerprint", "split_fingerprint"}
-    if not isinstance(manifest, dict) or not keys <= manifest.keys():
+    runs = manifest.get("runs") if isinstance(manifest, dict) else None
+    named = isinstance(runs, list) and all(isinstance(r, dict) and {"name", "dir"} <= r.keys() for r in runs)
+    if not named or not keys <= manifest.keys():
         raise UserError(f"{path}: not a manifest written by `run.py submit` (no {sorted(keys)}); fix the path")
     return manifest
 
@@ -119,8 +121,26 @@ class Source:
     oof: list[np.ndarray]
     test: list[np.ndarray]
     weights: np.ndarray  # (K, n_models)
-    fingerprint: str  # of the manifest and every fold file and run config it reads
+    fingerprint: str  # of the manifest and every fold file it reads
     note: str  # one line about a stand-in blend, or ""
+
+
+def _fold_weights(m: dict, models: list[str], folds: int) -> tuple[str, str, np.ndarray, str]:
+    """The blend, its space, its (K, n_models) per-fold weights and a note, from a submission's manifest."""
+    blend, space = m["blend"], m["average"]
+    if blend == "stack":
+        note = (
+            "the submission's blend is a stack, whose per-fold stackers are not saved: pseudo-labels use the "
+            f"equal {space} blend of its models"
+        )
+        return "equal", space, np.full((folds, len(models)), 1 / len(models)), note
+    weights = np.tile(np.array([float(m["weights"][key]) for key in models]), (folds, 1))
+    fitted = [c for c in m.get("candidates", []) if c.get("blend") == "fitted" and c.get("space") == space]
+    if blend == "fitted" and fitted and "fold_weights" in fitted[0]:
+        weights = np.array([[float(w[key]) for key in models] for w in fitted[0]["fold_weights"]])
+        if weights.shape != (folds, len(models)):
+            raise ValueError(f"fold_weights of shape {weights.shape}, expected ({folds}, {len(models)})")
+    return blend, space, weights, ""
 
 
 def load_source(path: Path, comp: Competition, split_fp: str, folds: int, run_dir: Path) -> Source:
@@ -160,21 +180,14 @@ def load_source(path: Path, comp: Competition, split_fp: str, folds: int, run_di
             raise UserError(f"{path}: model {key} is not in run {d}; fix: pass a submission whose runs are in place")
         oof.append(loaded.oof[model])
         test.append(loaded.test[model])
-        h.update((d / CONFIG_FILE).read_bytes())
         for k in range(folds):
             h.update(unit_path(d, model, k).read_bytes())
-    blend, space, note = m["blend"], m["average"], ""
-    row = [m["weights"][key] for key in models]
-    weights = np.tile(np.asarray(row, dtype=np.float64), (folds, 1))
-    if blend == "stack":
-        blend, weights, note = "equal", np.full((folds, len(models)), 1 / len(models)), (
-            "the submission's blend is a stack, whose per-fold stackers are not saved: pseudo-labels use the "
-            f"equal {space} blend of its models"
-        )  # fmt: skip
-    elif blend == "fitted":
-        fitted = [c for c in m.get("candidates", []) if c.get("blend") == "fitted" and c.get("space") == space]
-        if fitted and "fold_weights" in fitted[0]:
-            weights = np.array([[w[key] for key in models] for w in fitted[0]["fold_weights"]], dtype=np.float64)
+    try:
+        blend, space, weights, note = _fold_weights(m, models, folds)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise UserError(
+            f"{path}: unreadable blend weights ({type(e).__name__}: {e}); fix: rerun `run.py submit`"
+        ) from None
     return Source(path, blend, space, models, oof, test, weights, h.hexdigest()[:16], note)
 
 

@@ -14,7 +14,7 @@ from competition import cv
 from competition.artifacts import write_json
 from competition.data import load_competition
 from competition.folds import load_or_make_folds
-from competition.pseudo import confidence_threshold, fold_pseudo_labels
+from competition.pseudo import _fold_weights, confidence_threshold, fold_pseudo_labels
 from run import main
 
 # --- the per-fold sets, pure ----------------------------------------------------------------------------------
@@ -75,6 +75,21 @@ def test_fold_weights_of_a_fitted_blend_are_used_per_fold():
     alone = fold_pseudo_labels([oof[0]], [test[0]], y, fold_of, np.ones((3, 1)), "logits", 0.9)
     assert np.array_equal(sets[0].idx, alone[0].idx) and np.array_equal(sets[0].labels, alone[0].labels)
     assert not np.array_equal(sets[2].idx, alone[2].idx)
+
+
+def test_weights_from_the_manifest_fitted_per_fold_equal_and_stack():
+    models = ["r/a", "r/b"]
+    fitted = {"blend": "fitted", "average": "probs", "weights": {"r/a": 0.5, "r/b": 0.5}}
+    fitted["candidates"] = [
+        {"blend": "fitted", "space": "logits", "fold_weights": [{"r/a": 0.0, "r/b": 1.0}] * 2},
+        {"blend": "fitted", "space": "probs", "fold_weights": [{"r/a": 1.0, "r/b": 0.0}, {"r/a": 0.25, "r/b": 0.75}]},
+    ]
+    blend, space, w, note = _fold_weights(fitted, models, 2)
+    assert (blend, space, note) == ("fitted", "probs", "") and w.tolist() == [[1.0, 0.0], [0.25, 0.75]]
+    equal = {"blend": "equal", "average": "logits", "weights": {"r/a": 0.5, "r/b": 0.5}}
+    assert _fold_weights(equal, models, 3)[2].tolist() == [[0.5, 0.5]] * 3
+    blend, _, w, note = _fold_weights(equal | {"blend": "stack", "weights": {"r/a": 0.9, "r/b": 0.1}}, models, 2)
+    assert blend == "equal" and w.tolist() == [[0.5, 0.5]] * 2 and "stack" in note
 
 
 # --- cv --pseudo on a tiny competition ------------------------------------------------------------------------
@@ -174,6 +189,8 @@ def edit_manifest(sub: Path, **changes) -> None:
         (lambda wd, sub: (wd / "base" / "image" / "fold1.npz").unlink(), "fold(s) 1 of 2 missing"),
         (lambda wd, sub: edit_manifest(sub, models=["base/fusion", "base/audio"]), "base/audio is not in run"),
         (lambda wd, sub: sub.with_suffix(".json").write_text("{"), "unreadable submission manifest"),
+        (lambda wd, sub: edit_manifest(sub, runs=[{"name": "base"}]), "not a manifest written by"),
+        (lambda wd, sub: edit_manifest(sub, weights={}), "unreadable blend weights"),
     ],
 )
 def test_bad_submission_is_one_line_exit_2_and_makes_no_run(base, tiny_data, capsys, breakage, message):
