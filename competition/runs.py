@@ -4,7 +4,8 @@ typed ``Run``, and the data / split fingerprint checks that cv, submit, report a
 Layout of a run ``<workdir>/<run>/``: ``config.json`` (resolved config + data and split fingerprints),
 ``environment.json``, ``<model>/fold<k>.npz`` (val_idx, oof_logits, test_logits, result; written last, so it
 marks the unit done), ``<model>/fold<k>.pt`` (weights, audio scaler and the resolved config),
-``<model>/fold<k>_history.csv``, ``scores.csv``, ``summary.json``; while a command trains a unit,
+``<model>/fold<k>_history.csv``, ``scores.csv``, ``summary.json``; a pseudo-label round (``cv --pseudo``) also
+``pseudo.npz`` and ``pseudo.json`` (pseudo.py); while a command trains a unit,
 ``<model>/fold<k>.claim`` (its owner: ``claims.py``), and ``.lock`` (the lock of config.json updates).
 """
 
