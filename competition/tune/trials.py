@@ -232,6 +232,11 @@ def tune_command(args) -> int:
     if args.timeout is not None and args.timeout <= 0:
         raise UserError(f"--timeout {args.timeout}: must be > 0 seconds")
     cfg, run_name = config_from_args(args, models=args.model)
+    if cfg.pseudo:  # trials train on the plain folds: a search would silently ignore the pseudo-labels
+        raise UserError(
+            f"pseudo={cfg.pseudo}: tune does not train pseudo-label rounds; fix: tune without it, then run "
+            "`run.py cv --pseudo SUBMISSION` with the tuned config"
+        )
     fixed = set(parse_overrides(args.set)) | {k for k in FLAG_KEYS if getattr(args, k, None) is not None}
     fixed |= set(cfg.per_model.get(args.model, {}))
     cfg = cfg.for_model(args.model)  # the tuned model's own recipe; each trial overrides the sampled keys
