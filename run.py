@@ -43,6 +43,13 @@ def add_cv_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="parallel training processes (0 = auto)")
     p.add_argument("--run", default=None, help="run name under the workdir (default: the config's name)")
     p.add_argument(
+        "--pseudo",
+        default=None,
+        metavar="SUBMISSION",
+        help="add each fold's confident test rows, labelled by this submission's fold models, to its training rows "
+        "(a name in submissions/ or its .csv/.json; docs/shift.md)",
+    )
+    p.add_argument(
         "--scheduler", default=None, help="train the units on this Dask cluster, e.g. tcp://HOST:8786 (docs/cluster.md)"
     )
     p.add_argument(

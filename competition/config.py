@@ -34,6 +34,8 @@ KEY_ROLES: dict[str, tuple[str, ...]] = {
     "device": ("run", "execution", "flag"),
     "workers": ("run", "execution", "flag"),
     "per_model": ("run",),
+    "pseudo": ("run", "flag"),
+    "pseudo_precision": ("run",),
 }
 
 
@@ -61,6 +63,10 @@ class Config:
     # test audio unlike the training audio, else grouped), grouped, stratified or cluster (speaker-like)
     split: str = "auto"
     models: list[str] = field(default_factory=lambda: ["fusion", "image", "audio"])
+    # test-domain pseudo-labels (competition/pseudo.py): the submission (its manifest's absolute path) whose
+    # models' fold test logits label the confident test rows added to each fold's training rows; "" = none
+    pseudo: str = ""
+    pseudo_precision: float = 0.98  # the out-of-fold accuracy the pseudo-labelled rows' confidence must reach
     # --- training recipe ---
     epochs: int = 6
     batch_size: int = 128
@@ -112,6 +118,7 @@ class Config:
         checks = [
             (not infinite, f"{', '.join(infinite)} must be a finite number (not inf or nan)"),
             (self.folds >= 2, "folds must be >= 2"),
+            (0 < self.pseudo_precision <= 1, "pseudo_precision must be in (0, 1]"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.max_epochs >= 2, "max_epochs must be >= 2 (a warm-up epoch and a decay epoch)"),
             (self.patience >= 1, "patience must be >= 1"),
@@ -301,5 +308,6 @@ def config_from_args(args, models: str | None = None) -> tuple[Config, str]:
         overrides["models"] = models
     cfg = load_config(path, overrides)
     base = load_config(path)
-    name = path.stem if cfg.result_dict() == base.result_dict() else f"{path.stem}-{cfg.fingerprint()}"
-    return cfg, name
+    plain = dataclasses.replace(cfg, pseudo=base.pseudo)  # a pseudo-label round is named <name>-pseudo
+    name = path.stem if plain.result_dict() == base.result_dict() else f"{path.stem}-{plain.fingerprint()}"
+    return cfg, name + ("-pseudo" if cfg.pseudo != base.pseudo else "")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from rich.console import Console
@@ -69,6 +69,15 @@ class CVProgress:
             f"  [green]done[/] {model:<8} fold {fold}  macro-F1 {result.macro_f1:.4f}  "
             f"acc {result.accuracy:.4f}  {result.epochs} epochs  {result.seconds:.0f}s"
         )
+
+
+def fmt_value(v: Any) -> str:
+    """A recipe value for a one-line listing: floats to 3 significant digits, lists comma-joined."""
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    if isinstance(v, list):
+        return ",".join(map(str, v))
+    return str(v)
 
 
 def cv_table(per_fold: pd.DataFrame, oof: pd.DataFrame, title: str) -> Table:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from . import adversarial
+from . import adversarial, pseudo
 from .artifacts import environment, write_json, write_npz, write_text, write_torch
 from .claims import UnitClaims
 from .config import Config
@@ -90,8 +90,13 @@ def train_unit(
             events.put(("epoch", model, fold, planned_epochs(cfg, model), row))
 
     learner = Learner(model, cfg, seed=seed, device=device)
+    train = (comp.image[tr], audio[tr], comp.y[tr])
+    if fold in comp.pseudo_rows:  # cv --pseudo: this fold's confident test rows with their labels (pseudo.py)
+        idx, labels = comp.pseudo_rows[fold]
+        extra = (comp.test_image[idx], test_audio[idx], labels)
+        train = tuple(np.concatenate(p) for p in zip(train, extra, strict=True))  # after the fold's own rows
     val = (comp.image[va], audio[va], comp.y[va])  # scored each epoch for the history; it steers nothing
-    learner.fit(comp.image[tr], audio[tr], comp.y[tr], val=val, on_epoch=on_epoch, inner=inner)
+    learner.fit(*train, val=val, on_epoch=on_epoch, inner=inner)  # inner: positions among the fold's own rows
     oof = learner.val_logits_  # (n_val, 10), from the final epoch's validation pass
     test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
     check_finite(model, cfg, learner.epochs_, test)
@@ -133,6 +138,8 @@ def run_cv(
     as tasks on its Dask cluster instead of local processes."""
     device = resolve_device(cfg.device) if cluster is None else cfg.device  # a cluster's workers resolve "auto"
     comp = load_competition(data_dir)
+    if cfg.pseudo:  # saved in the run's config as an absolute path
+        cfg = dataclasses.replace(cfg, pseudo=str(pseudo.resolve_submission(cfg.pseudo)))
     if not quiet:
         console.print(f"data {comp.root}: {comp.n_train} train rows, {comp.n_test} test rows")
         console.print(duplicates_line(duplicate_summary(comp)))
@@ -146,8 +153,14 @@ def run_cv(
     fold_of, groups = split["fold"].to_numpy(), split["group"].to_numpy()
     split_fp = split_fingerprint(fold_of)
     run_dir = workdir / run_name
+    # cv --pseudo: a bad submission is refused before the run folder is made
+    rnd = pseudo.compute(run_dir, comp, fold_of, split_fp, cfg) if cfg.pseudo else None
     add_to_run_config(run_dir, cfg, comp, split_fp)
     adversarial.save(run_dir / "adversarial.json", comp, adv)
+    if rnd is not None:
+        comp.pseudo_rows, lines = pseudo.save_or_check(run_dir, rnd)
+        if not quiet:
+            console.print(*lines, sep="\n")
     where = {} if cluster is None else {"scheduler": cluster.address}
     write_json(run_dir / "environment.json", environment(device, cfg.seed) | where)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +46,8 @@ class Competition:
     test_audio: np.ndarray  # (M, 507), in sample_submission.csv's row order
     sample_submission: pd.DataFrame  # (M, 2): row_id, label; the submission format to copy
     fingerprint: str  # sha256 of the six files' bytes (first 16 hex digits)
+    # cv --pseudo: {fold: (test row indices, their pseudo-labels)} added to that fold's training rows (pseudo.py)
+    pseudo_rows: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @property
     def n_train(self) -> int:

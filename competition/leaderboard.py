@@ -19,7 +19,7 @@ import pandas as pd
 from rich.table import Table
 
 from .config import CONFIG_DIR, FIELDS, Config, load_config
-from .console import console
+from .console import console, fmt_value
 from .errors import UserError
 
 # Keys a run's row shows in their own columns or that never change its numbers: left out of "recipe".
@@ -41,14 +41,6 @@ def _mtime(path: Path) -> str | None:
         return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
     except OSError:
         return None
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.3g}"
-    if isinstance(v, list):
-        return ",".join(map(str, v))
-    return str(v)
 
 
 def recipe_diff(config: dict[str, Any], model: str, default: Config) -> dict[str, Any]:
@@ -281,7 +273,7 @@ def tables(board: dict[str, list[dict[str, Any]]], workdir: Path) -> list[Table]
     for r in board["runs"]:
         folds = str(r["folds"]) if r["folds_done"] >= (r["folds"] or 0) else f"{r['folds_done']}/{r['folds']}"
         seconds = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
-        recipe = " ".join(f"{k}={_fmt(v)}" for k, v in r["recipe"].items()) or "default"
+        recipe = " ".join(f"{k}={fmt_value(v)}" for k, v in r["recipe"].items()) or "default"
         runs.add_row(
             r["run"], r["model"], folds, str(r["epochs"]), _score(r["oof_macro_f1"]), _score(r["oof_accuracy"]),
             seconds, recipe, _day(r["date"]),

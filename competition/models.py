@@ -269,6 +269,7 @@ def timm_image_model(backbone: str) -> Callable[..., nn.Module]:
         model.image_encoder = TimmImageEncoder(backbone, image_dropout)
         return model
 
+    factory.modalities = ImageModel.modalities
     return factory
 
 
@@ -282,6 +283,7 @@ def timm_gated_model(backbone: str) -> Callable[..., nn.Module]:
         model.image_encoder = TimmImageEncoder(backbone, image_dropout)
         return model
 
+    factory.modalities = GatedFusionModel.modalities
     return factory
 
 
@@ -303,6 +305,11 @@ def model_hparams(name: str) -> list[str]:
 
     factory = get_factory(name)
     return [p for p in inspect.signature(factory).parameters if p != "self"]
+
+
+def model_modalities(name: str) -> tuple[str, ...]:
+    """The modalities model ``name`` reads, e.g. ``("audio",)``, without building it (timm models import timm)."""
+    return tuple(get_factory(name).modalities)
 
 
 def get_factory(name: str) -> Callable[..., nn.Module]:

@@ -90,6 +90,21 @@ def adversarial_figure(modalities: dict[str, dict], threshold: float) -> Figure:
     return fig
 
 
+def test_likeness_figure(likeness: dict[str, np.ndarray], n_train: int) -> Figure:
+    """Per modality, histograms of the adversarial classifier's probability that a row is a test row, for the
+    training rows and the test rows (density: the two sides are of different sizes)."""
+    fig = Figure(figsize=(4.2 * len(likeness), 3.4))
+    bins = np.linspace(0, 1, 41)
+    for ax, (m, p) in zip(np.atleast_1d(fig.subplots(1, len(likeness))), likeness.items(), strict=True):
+        for part, colour, what in ((p[:n_train], "tab:blue", "training"), (p[n_train:], "tab:orange", "test")):
+            ax.hist(part, bins=bins, density=True, alpha=0.6, color=colour, label=f"{what} rows ({len(part)})")
+        ax.set_title(f"{m}: test-likeness")
+        ax.set_xlabel("P(test row) by the train-vs-test classifier")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return fig
+
+
 def confusion_figure(y: np.ndarray, pred: np.ndarray, per_class: np.ndarray, model: str) -> Figure:
     """Out-of-fold confusion matrix (counts) beside the per-class F1 bars."""
     fig = Figure(figsize=(10.5, 4.4))
@@ -236,6 +251,28 @@ def render_html(report: dict) -> str:
             "<div class='row'>",
             f"<img src='{esc(report['adversarial_figure'])}' alt='adversarial validation'>",
             _table_html(table.T),
+            "</div>",
+        ]
+    like = report.get("test_likeness")
+    if like:
+        parts.append(
+            "<p>Test-likeness of each row: the classifier's probability that it is a test row (out of fold). "
+            "Training rows far left of the test rows are unlike anything in the test; a validation fold whose mean "
+            "is near the test rows' mean scores the models as the test will.</p>"
+        )
+        rows = {
+            m: {
+                "training rows, mean": v["train_mean"],
+                "test rows, mean": v["test_mean"],
+                "training rows as test-like as the median test row": v["train_share_as_test_like_as_median_test_row"],
+                **{f"validation fold {k}, mean": x for k, x in v["per_fold"].items()},
+            }
+            for m, v in like.items()
+        }
+        parts += [
+            "<div class='row'>",
+            f"<img src='{esc(report['test_likeness_figure'])}' alt='test-likeness'>",
+            _table_html(pd.DataFrame(rows)),
             "</div>",
         ]
     w = report["wrong_by_all"]

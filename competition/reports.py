@@ -12,7 +12,6 @@ NMI / ARI is the mean over the folds. This module computes; ``report_view.py`` d
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from sklearn.metrics import (
     normalized_mutual_info_score,
 )
 
+from .adversarial import load as load_adversarial
 from .artifacts import environment, write_json, write_text
 from .console import console
 from .data import N_CLASSES, Competition, load_competition
@@ -47,6 +47,7 @@ from .report_view import (
     print_summary,
     render_html,
     save_png,
+    test_likeness_figure,
 )
 from .runs import (
     DEFAULT_WORKDIR,
@@ -277,11 +278,18 @@ def build_report(
             report["embeddings_pictured_fold"] = folds[0].fold
             report["figures"].append(report["embeddings_figure"])
 
-    report["adversarial"] = _adversarial(run_dir)
+    adv = load_adversarial(run_dir / "adversarial.json", comp, need_rows=False) or {}  # written by cv
+    report["adversarial"] = {m: r.summary() for m, r in adv.items()} or None
     if report["adversarial"]:
         figure = adversarial_figure(report["adversarial"], CLUSTER_AUC)
         report["adversarial_figure"] = save_png(figure, out_dir / "adversarial.png")
         report["figures"].append(report["adversarial_figure"])
+    likeness = {m: r.test_likeness for m, r in adv.items() if r.test_likeness is not None}
+    report["test_likeness"] = test_likeness_summary(likeness, comp.n_train, run.fold_of) if likeness else None
+    if likeness:
+        figure = test_likeness_figure(likeness, comp.n_train)
+        report["test_likeness_figure"] = save_png(figure, out_dir / "test_likeness.png")
+        report["figures"].append(report["test_likeness_figure"])
 
     report["wrong_by_all"] = _wrong_by_all(run, models, comp, out_dir)
     if report["wrong_by_all"]["figure"]:
@@ -298,14 +306,22 @@ def build_report(
     return report
 
 
-def _adversarial(run_dir: Path) -> dict | None:
-    """The run's saved adversarial validation (``adversarial.json``, written by cv), per modality; None if absent."""
-    path = run_dir / "adversarial.json"
-    try:
-        modalities = json.loads(path.read_text())["modalities"]
-    except (OSError, ValueError, KeyError, TypeError):  # runs made before cv saved it, or a damaged file
-        return None
-    return modalities or None
+def test_likeness_summary(likeness: dict[str, np.ndarray], n_train: int, fold_of: np.ndarray) -> dict:
+    """Per modality: how test-like the training rows are (the adversarial classifier's probability that a row is a
+    test row): mean over training and over test rows, the share of training rows at least as test-like as the
+    median test row, and the mean over each validation fold's rows (a fold that looks like the test rows scores
+    the models as the test will)."""
+    out = {}
+    for m, p in likeness.items():
+        train, test = p[:n_train], p[n_train:]
+        folds = sorted(set(fold_of[fold_of >= 0].tolist()))
+        out[m] = {
+            "train_mean": float(train.mean()),
+            "test_mean": float(test.mean()),
+            "train_share_as_test_like_as_median_test_row": float((train >= np.median(test)).mean()),
+            "per_fold": {str(k): float(train[fold_of == k].mean()) for k in folds},
+        }
+    return out
 
 
 def _wrong_by_all(run: Run, models: list[str], comp: Competition, out_dir: Path) -> dict:

@@ -4,7 +4,8 @@ typed ``Run``, and the data / split fingerprint checks that cv, submit, report a
 Layout of a run ``<workdir>/<run>/``: ``config.json`` (resolved config + data and split fingerprints),
 ``environment.json``, ``<model>/fold<k>.npz`` (val_idx, oof_logits, test_logits, result; written last, so it
 marks the unit done), ``<model>/fold<k>.pt`` (weights, audio scaler and the resolved config),
-``<model>/fold<k>_history.csv``, ``scores.csv``, ``summary.json``; while a command trains a unit,
+``<model>/fold<k>_history.csv``, ``scores.csv``, ``summary.json``; a pseudo-label round (``cv --pseudo``) also
+``pseudo.npz`` and ``pseudo.json`` (pseudo.py); while a command trains a unit,
 ``<model>/fold<k>.claim`` (its owner: ``claims.py``), and ``.lock`` (the lock of config.json updates).
 """
 
@@ -323,9 +324,12 @@ def load_run(run_dir: Path, n_train: int, models: list[str] | None = None) -> Ru
     return _assemble(run_dir, meta, units, n_train)
 
 
-def load_finished_run(run_dir: Path, comp: Competition, models: list[str] | None = None) -> Run:
-    """A run whose every wanted model has every fold, each array the shape ``comp`` calls for (for submit)."""
-    meta = read_run_config(run_dir)
+def load_finished_run(
+    run_dir: Path, comp: Competition, models: list[str] | None = None, meta: dict | None = None
+) -> Run:
+    """A run whose every wanted model has every fold, each array the shape ``comp`` calls for (for submit);
+    ``meta``: its config.json when the caller has read it already."""
+    meta = read_run_config(run_dir) if meta is None else meta
     names = [m for m in meta["config"]["models"] if models is None or m in models]
     missing = {m: f for m, f in missing_folds(run_dir, meta).items() if m in names}
     if missing:
@@ -409,9 +413,9 @@ def load_runs(workdir: Path, names: list[str], comp: Competition, models: list[s
     check_same_data(dirs[0], metas[0], comp)
     split = [m.rpartition("/")[::2] for m in models or []]
     runs = []
-    for d in dirs:
+    for d, meta in zip(dirs, metas, strict=True):
         wanted = None if models is None else [model for run, model in split if run in ("", d.name)]
-        runs.append(load_finished_run(d, comp, wanted))
+        runs.append(load_finished_run(d, comp, wanted, meta))
     for item, (run, model) in zip(models or [], split, strict=True):
         if not any(model in r.oof and run in ("", r.name) for r in runs):
             raise UserError(f"--models: {item!r} is not a model of run(s) {', '.join(names)}; fix the name")

@@ -217,9 +217,9 @@ def _models_flag(value: str | None) -> list[str] | None:
 
 def _modalities(key: str) -> tuple[str, ...]:
     """The modalities a blended model (``run/model``) reads, e.g. ``("audio",)``."""
-    from .models import create_model
+    from .models import model_modalities
 
-    return tuple(create_model(key.rpartition("/")[2]).modalities)
+    return model_modalities(key.rpartition("/")[2])
 
 
 def submit_command(args) -> int:

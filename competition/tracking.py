@@ -93,6 +93,14 @@ def _log_metrics(client, run_id: str, values: list[tuple[str, float, int]]) -> N
         client.log_batch(run_id, metrics=metrics[i : i + 1000])
 
 
+def _log_params(client, run_id: str, params: dict[str, str]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, v) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow's limit of params per log_batch call
+        client.log_batch(run_id, params=items[i : i + 100])
+
+
 def _find_run(client, experiment_id: str, tags: dict[str, str]) -> str | None:
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
     found = client.search_runs([experiment_id], filter_string=query, max_results=1)
@@ -121,11 +129,7 @@ def log_cv_run(run_dir: Path, workdir: Path) -> str | None:
         params = flat_params(meta["config"]) | {
             k: str(meta.get(k)) for k in ("data", "data_fingerprint", "split_fingerprint")
         }
-        from mlflow.entities import Param
-
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow's limit of params per log_batch call
-            client.log_batch(rid, params=items[i : i + 100])
+        _log_params(client, rid, params)
         values: list[tuple[str, float, int]] = []
         for model in meta["config"]["models"]:
             for path in sorted((run_dir / model).glob("fold*_history.csv")):
@@ -170,11 +174,7 @@ def log_study(study, workdir: Path, study_dir: Path | None = None) -> tuple[str,
         parent = client.create_run(exp, run_name=study.study_name, tags=key).info.run_id
         params = flat_params({k: v for k, v in ident.items() if k not in ("config", "space")})
         params |= flat_params(ident.get("config", {}), "base.")
-        from mlflow.entities import Param
-
-        items = [Param(k, v) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            client.log_batch(parent, params=items[i : i + 100])
+        _log_params(client, parent, params)
         if study_dir is not None:
             client.set_tag(parent, "competition.path", str(study_dir.resolve()))
     logged = {

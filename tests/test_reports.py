@@ -7,15 +7,19 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import make_competition
 from matplotlib.image import imread
 
+from competition.artifacts import write_npz
 from competition.config import load_config
 from competition.cv import run_cv
 from competition.reports import build_report, cluster_scores, find_run, tsne_2d
+from competition.runs import read_run_config
 from run import main
 
 
@@ -84,6 +88,7 @@ def test_report_of_a_fusion_run(runs, tiny_src):
     adv = json.loads((runs / "full" / "adversarial.json").read_text())["modalities"]  # written by cv
     assert report["adversarial"] == (adv or None)
     assert ("adversarial.png" in report["figures"]) == bool(adv)
+    assert ("test_likeness.png" in report["figures"]) == bool(adv)
 
 
 def test_report_draws_the_runs_adversarial_validation(runs, tmp_path):
@@ -91,14 +96,26 @@ def test_report_draws_the_runs_adversarial_validation(runs, tmp_path):
     shutil.copytree(runs / "full", run)
     r = {"auc": 0.93, "auc_std": 0.02, "fold_aucs": [0.91, 0.95], "rows": 300}
     modalities = {"image": r | {"modality": "image", "auc": 0.52}, "audio": r | {"modality": "audio"}}
-    (run / "adversarial.json").write_text(json.dumps({"data_fingerprint": "x", "modalities": modalities}))
+    fingerprint = read_run_config(run)["data_fingerprint"]
+    (run / "adversarial.json").write_text(json.dumps({"data_fingerprint": fingerprint, "modalities": modalities}))
+    (run / "adversarial.npz").unlink()  # a run saved before the test-likeness: the AUCs alone
     report = build_report(run, quiet=True)
     assert report["adversarial"] == modalities and "adversarial.png" in report["figures"]
+    assert report["test_likeness"] is None and "test_likeness.png" not in report["figures"]
     check_figures(run / "report", report)
     assert "Train vs test (adversarial validation)" in (run / "report" / "index.html").read_text()
+    n = 240 + len(pd.read_csv(Path(read_run_config(run)["data"]) / "sample_submission.csv"))
+    likeness = np.r_[np.full(240, 0.2), np.full(n - 240, 0.8)].astype(np.float32)
+    write_npz(run / "adversarial.npz", image=likeness, audio=likeness)
+    report = build_report(run, quiet=True)
+    like = report["test_likeness"]["audio"]
+    assert like["train_mean"] == pytest.approx(0.2) and like["test_mean"] == pytest.approx(0.8)
+    assert like["train_share_as_test_like_as_median_test_row"] == 0 and list(like["per_fold"]) == ["0", "1"]
+    assert "test_likeness.png" in report["figures"] and "Test-likeness" in (run / "report" / "index.html").read_text()
     (run / "adversarial.json").unlink()  # a run made before cv saved it: no section, no figure
     report = build_report(run, quiet=True)
     assert report["adversarial"] is None and not (run / "report" / "adversarial.png").exists()
+    assert not (run / "report" / "test_likeness.png").exists()
 
 
 def test_report_without_fusion_reports_the_rest(runs):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from competition.adversarial import adversarial_auc, adversarial_validation
+from competition.adversarial import _likeness, adversarial_auc, adversarial_validation, load, save
 from competition.blend import Agreement, odd_ones_out, shifted_blocks
 from competition.data import Competition, duplicate_groups
 from competition.errors import UserError
@@ -54,8 +54,8 @@ def test_adversarial_auc_is_half_on_a_random_split_and_one_on_a_shifted_one():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 8))
     is_test = (rng.random(600) < 0.3).astype(int)
-    auc, std, folds = adversarial_auc(x, is_test, np.arange(600))
-    assert abs(auc - 0.5) < 0.1 and len(folds) == 5 and std >= 0
+    auc, std, folds, oof, _, _ = adversarial_auc(x, is_test, np.arange(600))
+    assert abs(auc - 0.5) < 0.1 and len(folds) == 5 and std >= 0 and oof.shape == (600,)
     shifted = x + 1.5 * is_test[:, None]
     assert adversarial_auc(shifted, is_test, np.arange(600))[0] > 0.95
 
@@ -76,6 +76,43 @@ def test_adversarial_validation_sees_new_speakers_in_the_audio_only():
     assert new["audio"].auc > 0.95 and new["both"].auc > 0.9
     assert abs(new["image"].auc - 0.5) < 0.15
     assert abs(alike["audio"].auc - 0.5) < 0.15
+
+
+def test_test_likeness_is_high_for_test_rows_only_when_the_test_is_shifted(tmp_path):
+    comp = _competition([0, 1, 2, 3], [4, 5])
+    new = adversarial_validation(comp, max_rows=300)  # a subsample: the other rows scored by the fold classifiers
+    n = comp.n_train
+    for m in ("audio", "both"):
+        p = new[m].test_likeness
+        assert p.shape == (n + comp.n_test,) and np.all((p >= 0) & (p <= 1))
+        assert p[n:].mean() > 0.7 and p[:n].mean() < 0.3
+    image = new["image"].test_likeness
+    assert abs(image[n:].mean() - image[:n].mean()) < 0.2  # random pixels: no shift to see
+    save(tmp_path / "adversarial.json", comp, new)
+    again = load(tmp_path / "adversarial.json", comp)
+    assert {m: r.summary() for m, r in again.items()} == {m: r.summary() for m, r in new.items()}
+    assert all(np.array_equal(again[m].test_likeness, new[m].test_likeness) for m in new)
+    (tmp_path / "adversarial.npz").unlink()  # saved by an earlier version: the cache is computed again
+    assert load(tmp_path / "adversarial.json", comp) is None
+    assert load(tmp_path / "adversarial.json", comp, need_rows=False)["audio"].test_likeness is None
+
+
+def test_rows_outside_the_subsample_are_scored_by_the_fold_that_never_saw_their_duplicates():
+    class Constant:  # a fold classifier that answers its fold's number
+        def __init__(self, k):
+            self.k = k
+
+        def predict_proba(self, x):
+            return np.c_[1 - np.full(len(x), self.k), np.full(len(x), self.k)]
+
+    groups = np.array([0, 0, 1, 1, 2, 3, 3])  # rows 0, 2, 3 in the subsample, in folds 0, 1, 1
+    rows = np.array([0, 2, 4])
+    oof = np.array([0.25, 0.5, 0.75])
+    fold_of = np.array([0, 1, 1])
+    p = _likeness(np.zeros((7, 2)), rows, groups, oof, fold_of, [Constant(0.1), Constant(0.3)])
+    # row 1 duplicates row 0 (fold 0's validation row: fold 0's classifier never saw it), row 3 row 2 (fold 1);
+    # rows 5, 6 have no duplicate in the subsample: the mean of the fold classifiers
+    assert p.tolist() == pytest.approx([0.25, 0.1, 0.5, 0.3, 0.75, 0.2, 0.2])
 
 
 def test_speaker_clusters_find_the_voices():

@@ -101,6 +101,7 @@ def test_bad_flags_are_one_error_line(tiny_data, tmp_path, capsys):
         (["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the study storage"),
         (["--storage", "sqlite:////no/such/dir/study.db"], "cannot open the study storage"),
         (["--storage", "just-a-name"], "not a database URL"),
+        (["--set", "pseudo=some-submission"], "does not train pseudo-label rounds"),
     ]:
         assert main(tune_argv(tiny_data, tmp_path / "w", *extra)) == 2, extra
         assert problem in one_error_line(capsys)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -12,11 +11,8 @@ from rich.table import Table
 
 from ..artifacts import write_text
 from ..config import Config, to_toml
+from ..console import fmt_value
 from .study import Tuning
-
-
-def fmt_value(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def best_trials_table(study: optuna.Study, n: int = 10) -> Table:

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from ..artifacts import check_writable, environment, write_json, write_text
 from ..config import CONFIG_DIR, FLAG_KEYS, config_from_args, parse_overrides
-from ..console import console
+from ..console import console, fmt_value
 from ..cv import train_unit
 from ..data import Competition, load_competition
 from ..errors import EXIT_INTERRUPTED, UserError
@@ -29,7 +29,7 @@ from ..metrics import scores
 from ..models import list_models
 from ..runs import DEFAULT_WORKDIR, check_folder_name, load_run, split_fingerprint, write_run_config
 from ..training import TrainingDiverged, resolve_device
-from .results import best_trials_table, fmt_value, importance_table, write_best_config
+from .results import best_trials_table, importance_table, write_best_config
 from .search_space import SPACE_PATH, load_space, sample_params
 from .study import FINISHED, Tuning, claim_study, fail_orphaned_trials, identity, open_storage, owner, redact
 
@@ -234,6 +234,11 @@ def tune_command(args) -> int:
     if args.timeout is not None and args.timeout <= 0:
         raise UserError(f"--timeout {args.timeout}: must be > 0 seconds")
     cfg, run_name = config_from_args(args, models=args.model)
+    if cfg.pseudo:  # trials train on the plain folds: a search would silently ignore the pseudo-labels
+        raise UserError(
+            f"pseudo={cfg.pseudo}: tune does not train pseudo-label rounds; fix: tune without it, then run "
+            "`run.py cv --pseudo SUBMISSION` with the tuned config"
+        )
     fixed = set(parse_overrides(args.set)) | {k for k in FLAG_KEYS if getattr(args, k, None) is not None}
     fixed |= set(cfg.per_model.get(args.model, {}))
     cfg = cfg.for_model(args.model)  # the tuned model's own recipe; each trial overrides the sampled keys

@@ -1,0 +1,202 @@
+"""Test-domain pseudo-labels (``cv --pseudo``, competition/pseudo.py): honest per-fold sets, resume and refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_submit import fake_run
+
+from competition import cv
+from competition.artifacts import write_json
+from competition.data import load_competition
+from competition.folds import load_or_make_folds
+from competition.pseudo import _fold_weights, confidence_threshold, fold_pseudo_labels
+from run import main
+
+# --- the per-fold sets, pure ----------------------------------------------------------------------------------
+
+
+def test_threshold_is_the_lowest_confidence_whose_rows_reach_the_precision():
+    conf = np.array([0.99, 0.95, 0.9, 0.9, 0.8, 0.7, 0.6])
+    correct = np.array([1, 1, 1, 0, 1, 1, 0], dtype=bool)
+    # rows >= 0.9: 3 of 4 right; >= 0.7: 5 of 6; >= 0.6: 5 of 7
+    assert confidence_threshold(conf, correct, 0.8) == 0.7
+    assert confidence_threshold(conf, correct, 0.75) == 0.7  # the lowest that qualifies
+    assert confidence_threshold(conf, correct, 0.9) == 0.95  # the tie at 0.9 goes in or out together
+    assert confidence_threshold(conf, ~correct, 0.9) == float("inf")  # none qualifies: no pseudo rows
+
+
+def synthetic(seed: int = 0, n: int = 300, m: int = 200, k: int = 3, models: int = 2):
+    """Out-of-fold logits (N, 10) that are right with varying confidence, fold test logits (K, M, 10)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 10, n)
+    fold_of = np.arange(n) % k
+    oof = [rng.normal(size=(n, 10)) + 4 * np.eye(10)[y] * rng.uniform(0, 1, (n, 1)) for _ in range(models)]
+    test = [rng.normal(size=(k, m, 10)) * 3 for _ in range(models)]
+    weights = np.full((k, models), 1 / models)
+    return oof, test, y, fold_of, weights
+
+
+@pytest.mark.parametrize("space", ["logits", "probs"])
+def test_a_folds_set_reads_only_that_folds_test_logits(space):
+    oof, test, y, fold_of, weights = synthetic()
+    before = fold_pseudo_labels(oof, test, y, fold_of, weights, space, 0.9)
+    assert all(0 < len(s.idx) < 200 for s in before)
+    changed = [t.copy() for t in test]
+    for t in changed:
+        t[1:] = np.random.default_rng(5).normal(size=t[1:].shape) * 3  # every fold's but fold 0's
+    after = fold_pseudo_labels(oof, changed, y, fold_of, weights, space, 0.9)
+    assert np.array_equal(before[0].idx, after[0].idx) and np.array_equal(before[0].labels, after[0].labels)
+    assert not np.array_equal(before[1].idx, after[1].idx)  # the others moved with their logits
+
+
+def test_a_folds_threshold_ignores_that_folds_rows_and_labels():
+    oof, test, y, fold_of, weights = synthetic()
+    before = fold_pseudo_labels(oof, test, y, fold_of, weights, "logits", 0.9)
+    rows = fold_of == 0
+    y2, oof2 = y.copy(), [o.copy() for o in oof]
+    y2[rows] = (y[rows] + 1) % 10  # fold 0's labels all wrong and its logits replaced
+    for o in oof2:
+        o[rows] = np.random.default_rng(1).normal(size=o[rows].shape) * 10
+    after = fold_pseudo_labels(oof2, test, y2, fold_of, weights, "logits", 0.9)
+    assert after[0].threshold == before[0].threshold and np.array_equal(after[0].idx, before[0].idx)
+    assert after[0].calib_rows == int((~rows).sum())
+    assert after[1].threshold != before[1].threshold  # fold 1 does read fold 0's rows
+
+
+def test_fold_weights_of_a_fitted_blend_are_used_per_fold():
+    oof, test, y, fold_of, _ = synthetic()
+    only_first = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    sets = fold_pseudo_labels(oof, test, y, fold_of, only_first, "logits", 0.9)
+    alone = fold_pseudo_labels([oof[0]], [test[0]], y, fold_of, np.ones((3, 1)), "logits", 0.9)
+    assert np.array_equal(sets[0].idx, alone[0].idx) and np.array_equal(sets[0].labels, alone[0].labels)
+    assert not np.array_equal(sets[2].idx, alone[2].idx)
+
+
+def test_weights_from_the_manifest_fitted_per_fold_equal_and_stack():
+    models = ["r/a", "r/b"]
+    fitted = {"blend": "fitted", "average": "probs", "weights": {"r/a": 0.5, "r/b": 0.5}}
+    fitted["candidates"] = [
+        {"blend": "fitted", "space": "logits", "fold_weights": [{"r/a": 0.0, "r/b": 1.0}] * 2},
+        {"blend": "fitted", "space": "probs", "fold_weights": [{"r/a": 1.0, "r/b": 0.0}, {"r/a": 0.25, "r/b": 0.75}]},
+    ]
+    blend, space, w, note = _fold_weights(fitted, models, 2)
+    assert (blend, space, note) == ("fitted", "probs", "") and w.tolist() == [[1.0, 0.0], [0.25, 0.75]]
+    equal = {"blend": "equal", "average": "logits", "weights": {"r/a": 0.5, "r/b": 0.5}}
+    assert _fold_weights(equal, models, 3)[2].tolist() == [[0.5, 0.5]] * 3
+    blend, _, w, note = _fold_weights(equal | {"blend": "stack", "weights": {"r/a": 0.9, "r/b": 0.1}}, models, 2)
+    assert blend == "equal" and w.tolist() == [[0.5, 0.5]] * 2 and "stack" in note
+
+
+# --- cv --pseudo on a tiny competition ------------------------------------------------------------------------
+
+CV = ["--folds", "2", "--epochs", "1", "--models", "image", "--workers", "1", "--device", "cpu"]
+
+
+@pytest.fixture
+def base(tmp_path, tiny_data, capsys):
+    """A workdir whose saved split a made-up run ``base`` shares, and the submission of it (submit's manifest)."""
+    comp = load_competition(tiny_data)
+    wd = tmp_path / "wd"
+    fold_of = load_or_make_folds(comp, wd, 2, 0, True, "auto")["fold"].to_numpy()
+    fake_run(wd, "base", tiny_data, models=("fusion", "image"), folds=2, fold_of=fold_of)
+    args = ["--data", str(tiny_data), "--workdir", str(wd), "--out", str(tmp_path / "sub"), "--name", "base"]
+    assert main(["submit", *args, "--consensus", "off"]) == 0
+    capsys.readouterr()
+    return wd, tmp_path / "sub" / "base.csv"
+
+
+def pseudo_cv(data: Path, wd: Path, sub: Path, *extra: str) -> int:
+    return main(["cv", "--data", str(data), "--workdir", str(wd), *CV, "--pseudo", str(sub), *extra])
+
+
+def test_pseudo_rows_join_each_folds_training_rows_never_its_validation_rows(base, tiny_data, monkeypatch, capsys):
+    wd, sub = base
+    comp = load_competition(tiny_data)
+    seen = []
+    fit = cv.Learner.fit
+
+    def spy(self, image, audio, y, val=None, on_epoch=None):
+        seen.append((image.copy(), y.copy(), val[0].copy()))
+        return fit(self, image, audio, y, val=val, on_epoch=on_epoch)
+
+    monkeypatch.setattr(cv.Learner, "fit", spy)
+    assert pseudo_cv(tiny_data, wd, sub) == 0
+    out = capsys.readouterr().out
+    assert "pseudo-labels of base.json (" in out and "fold 1: t=" in out
+    (run_dir,) = [p for p in wd.iterdir() if p.name.endswith("-pseudo")]  # the default name: <config>-pseudo
+    cfg = json.loads((run_dir / "config.json").read_text())["config"]
+    assert cfg["pseudo"] == str(sub.with_suffix(".json").resolve()) and cfg["pseudo_precision"] == 0.98
+    fold_of = load_or_make_folds(comp, wd, 2, 0, True, "auto")["fold"].to_numpy()
+    z = np.load(run_dir / "pseudo.npz")
+    assert len(seen) == 2
+    for image, y, val_image in seen:
+        k = int(fold_of[np.flatnonzero((comp.image == val_image[0]).all(1))[0]])
+        tr, va = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
+        idx, labels = z[f"idx{k}"], z[f"labels{k}"]
+        assert len(idx) > 0 and idx.max() < comp.n_test
+        assert np.array_equal(val_image, comp.image[va])  # validation: the fold's training-set rows only
+        assert np.array_equal(image, np.concatenate([comp.image[tr], comp.test_image[idx]]))
+        assert np.array_equal(y, np.concatenate([comp.y[tr], labels]))
+    # the round blends with its source like any run
+    args = ["--data", str(tiny_data), "--workdir", str(wd), "--out", str(wd.parent / "sub2"), "--consensus", "off"]
+    assert main(["submit", *args, "--run", "base", "--run", run_dir.name]) == 0
+    (written,) = (wd.parent / "sub2").glob("*.json")
+    manifest = json.loads(written.read_text())
+    assert manifest["models"] == ["base/fusion", "base/image", f"{run_dir.name}/image"]
+
+
+def test_resume_same_submission_same_predictions_changed_one_refused(base, tiny_data, capsys):
+    wd, sub = base
+    assert pseudo_cv(tiny_data, wd, sub, "--run", "p1") == 0
+    assert pseudo_cv(tiny_data, wd, sub, "--run", "p2") == 0
+    for k in range(2):
+        a, b = np.load(wd / "p1" / "image" / f"fold{k}.npz"), np.load(wd / "p2" / "image" / f"fold{k}.npz")
+        assert np.array_equal(a["oof_logits"], b["oof_logits"])  # same seed, config and submission: bitwise
+    capsys.readouterr()
+    assert pseudo_cv(tiny_data, wd, sub, "--run", "p1") == 0  # resumes
+    assert "0 units already finished" not in capsys.readouterr().out
+    # the submission's runs changed under it (a fold file retrained): the saved sets no longer match
+    path = wd / "base" / "image" / "fold0.npz"
+    z = dict(np.load(path))
+    np.savez(path, **(z | {"test_logits": z["test_logits"][::-1].copy()}))
+    assert pseudo_cv(tiny_data, wd, sub, "--run", "p1") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "p1/pseudo.json" in err and "changed" in err and "fix:" in err
+    # another submission: the run's config refuses it
+    shutil.copy(sub.with_suffix(".json"), sub.parent / "other.json")
+    assert pseudo_cv(tiny_data, wd, sub.parent / "other.json", "--run", "p2") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "pseudo:" in err and "fix:" in err
+
+
+def edit_manifest(sub: Path, **changes) -> None:
+    path = sub.with_suffix(".json")
+    write_json(path, json.loads(path.read_text()) | changes)
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        (lambda wd, sub: sub.with_suffix(".json").unlink(), "submission manifest not found"),
+        (lambda wd, sub: edit_manifest(sub, data_fingerprint="0" * 16), "submission made on data"),
+        (lambda wd, sub: edit_manifest(sub, split_fingerprint="0" * 16), "fold split"),
+        (lambda wd, sub: shutil.rmtree(wd / "base"), "run 'base' of model base/fusion not found"),
+        (lambda wd, sub: (wd / "base" / "image" / "fold1.npz").unlink(), "fold(s) 1 of 2 missing"),
+        (lambda wd, sub: edit_manifest(sub, models=["base/fusion", "base/audio"]), "base/audio is not in run"),
+        (lambda wd, sub: sub.with_suffix(".json").write_text("{"), "unreadable submission manifest"),
+        (lambda wd, sub: edit_manifest(sub, runs=[{"name": "base"}]), "not a manifest written by"),
+        (lambda wd, sub: edit_manifest(sub, weights={}), "unreadable blend weights"),
+    ],
+)
+def test_bad_submission_is_one_line_exit_2_and_makes_no_run(base, tiny_data, capsys, breakage, message):
+    wd, sub = base
+    breakage(wd, sub)
+    assert pseudo_cv(tiny_data, wd, sub, "--run", "p") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and err.count("\n") == 0 and message in err and "fix" in err
+    assert not (wd / "p").exists()
