@@ -120,9 +120,9 @@ def test_pseudo_rows_join_each_folds_training_rows_never_its_validation_rows(bas
     seen = []
     fit = cv.Learner.fit
 
-    def spy(self, image, audio, y, val=None, on_epoch=None):
+    def spy(self, image, audio, y, val=None, on_epoch=None, **kw):
         seen.append((image.copy(), y.copy(), val[0].copy()))
-        return fit(self, image, audio, y, val=val, on_epoch=on_epoch)
+        return fit(self, image, audio, y, val=val, on_epoch=on_epoch, **kw)
 
     monkeypatch.setattr(cv.Learner, "fit", spy)
     assert pseudo_cv(tiny_data, wd, sub) == 0
