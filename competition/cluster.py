@@ -51,7 +51,7 @@ class WorkerEvents:
 
 def unit_task(
     comp: Competition, fold_of: np.ndarray, cfg: Config, model: str, fold: int, device: str,
-    run_dir: str | None, events: WorkerEvents | None = None, groups: np.ndarray | None = None,
+    run_dir: str | None, events: WorkerEvents | None = None,
 ) -> tuple[UnitResult, list[tuple[str, bytes]]]:  # fmt: skip
     """Train one unit on this worker, single-threaded as in local cv. With ``run_dir`` (a shared filesystem) write
     its files there and return no bytes; else train in a scratch folder and return ``[(path in the run, bytes)]``
@@ -60,9 +60,9 @@ def unit_task(
     if run_dir is not None:
         if not (Path(run_dir) / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{run_dir}: run folder not visible on this worker (--artifacts shared)")
-        return cv.train_unit(comp, fold_of, cfg, model, fold, Path(run_dir), device, 1, events, groups), []
+        return cv.train_unit(comp, fold_of, cfg, model, fold, Path(run_dir), device, 1, events), []
     with tempfile.TemporaryDirectory(prefix="cv-unit-", dir=_scratch()) as tmp:
-        result = cv.train_unit(comp, fold_of, cfg, model, fold, Path(tmp), device, 1, events, groups)
+        result = cv.train_unit(comp, fold_of, cfg, model, fold, Path(tmp), device, 1, events)
         paths = [history_path(Path(tmp), model, fold), checkpoint_path(Path(tmp), model, fold)]
         files = [(p.relative_to(tmp).as_posix(), p.read_bytes()) for p in [*paths, unit_path(Path(tmp), model, fold)]]
     return result, files
@@ -142,7 +142,7 @@ class DaskUnits:
                 "must see the run folder at the same path, else use --artifacts client"
             )
 
-    def execute(self, todo, comp, fold_of, groups, cfg, run_dir, device, quiet) -> None:
+    def execute(self, todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
         """Train ``todo`` [(model, fold)] on the cluster; write (client) or await (shared) each unit as it ends."""
         from distributed import KilledWorker, as_completed
 
@@ -162,7 +162,7 @@ class DaskUnits:
             for i, (model, fold) in enumerate(todo):  # todo is costliest first: so are the priorities
                 future = client.submit(
                     unit_task, data, fold_of, cfg, model, fold, device, str(run_dir) if shared else None,
-                    WorkerEvents(topic), groups, key=f"cv-{model}-fold{fold}-{token}", priority=len(todo) - i,
+                    WorkerEvents(topic), key=f"cv-{model}-fold{fold}-{token}", priority=len(todo) - i,
                 )  # fmt: skip
                 futures[future] = (model, fold)
             try:

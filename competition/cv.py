@@ -60,19 +60,19 @@ def planned_epochs(cfg: Config, model: str) -> int:
     return cfg.max_epochs if cfg.early_stop else cfg.epochs
 
 
-def inner_rows(comp: Competition, rows: np.ndarray, cfg: Config, seed: int, groups: np.ndarray | None) -> np.ndarray:
-    """Positions in ``rows`` of the inner split early stopping watches; ``groups`` (N,) are the split's groups
-    (folds.csv), None for the duplicate groups."""
-    groups = duplicate_groups(comp.image, comp.audio) if groups is None else groups
-    return inner_split(comp.y[rows], groups[rows], cfg.inner_share, seed)
+def inner_rows(comp: Competition, rows: np.ndarray, cfg: Config, seed: int) -> np.ndarray:
+    """Positions in ``rows`` of the inner split early stopping watches, rows sharing an exact duplicate kept on one
+    side (else the inner loss falls with memorisation and never stops falling). Duplicate groups whatever the
+    split: under the cluster split, holding a whole speaker-like cluster out until the decay kept half a fold's
+    rows from the stable phase and cost the audio model (docs/shift.md)."""
+    return inner_split(comp.y[rows], duplicate_groups(comp.image, comp.audio)[rows], cfg.inner_share, seed)
 
 
 def train_unit(
     comp: Competition, fold_of: np.ndarray, cfg: Config, model: str, fold: int, run_dir: Path,
-    device: str, threads: int, events=None, groups: np.ndarray | None = None,
+    device: str, threads: int, events=None,
 ) -> UnitResult:  # fmt: skip
-    """Train one model on one fold and write its artifacts; returns the fold's scores and time. ``groups`` (the
-    split's, folds.csv) keep groups whole in the inner split of ``early_stop`` (None: the duplicate groups)."""
+    """Train one model on one fold and write its artifacts; returns the fold's scores and time."""
     import torch
 
     cfg = cfg.for_model(model)  # the run's recipe with this model's [per_model.<model>] keys
@@ -83,7 +83,7 @@ def train_unit(
     audio = scaler.transform(comp.audio).astype(np.float32)
     test_audio = scaler.transform(comp.test_audio).astype(np.float32)
     seed = unit_seed(cfg.seed, model, fold)
-    inner = inner_rows(comp, tr, cfg, seed, groups) if cfg.early_stop else None  # never a validation row
+    inner = inner_rows(comp, tr, cfg, seed) if cfg.early_stop else None  # never a validation row
 
     def on_epoch(row: dict) -> None:
         if events is not None:
@@ -150,7 +150,7 @@ def run_cv(
     split = load_or_make_folds(comp, workdir, cfg.folds, cfg.seed, cfg.group_duplicates, cfg.split)
     if not quiet:
         console.print(split.attrs["why"])
-    fold_of, groups = split["fold"].to_numpy(), split["group"].to_numpy()
+    fold_of = split["fold"].to_numpy()
     split_fp = split_fingerprint(fold_of)
     run_dir = workdir / run_name
     # cv --pseudo: a bad submission is refused before the run folder is made
@@ -178,14 +178,14 @@ def run_cv(
         )
     if todo:
         execute = _execute if cluster is None else cluster.execute
-        _train_claimed(todo, comp, fold_of, groups, cfg, run_dir, device, quiet, execute)
+        _train_claimed(todo, comp, fold_of, cfg, run_dir, device, quiet, execute)
     return summarise(run_dir, comp, cfg, quiet)
 
 
 CLAIM_POLL = 5.0  # seconds between looks at units another command is training
 
 
-def _train_claimed(todo, comp, fold_of, groups, cfg, run_dir, device, quiet, execute) -> None:
+def _train_claimed(todo, comp, fold_of, cfg, run_dir, device, quiet, execute) -> None:
     """Train the units of ``todo`` this command can claim, then wait for those another command holds (training
     any it gives up or whose owner dies), so the run is complete when this returns."""
     with UnitClaims(run_dir) as claims:
@@ -193,7 +193,7 @@ def _train_claimed(todo, comp, fold_of, groups, cfg, run_dir, device, quiet, exe
         while todo:
             mine, todo = claims.take(todo, lambda m, k: unit_finished(run_dir, m, k))
             if mine:
-                execute(mine, comp, fold_of, groups, cfg, run_dir, device, quiet)
+                execute(mine, comp, fold_of, cfg, run_dir, device, quiet)
                 for unit in mine:
                     claims.release(*unit)
             if todo:
@@ -220,14 +220,14 @@ def _plan_workers(cfg: Config, device: str, n_units: int) -> tuple[int, int]:
     return max(1, min(workers, n_units)), 1
 
 
-def _execute(todo, comp, fold_of, groups, cfg, run_dir, device, quiet) -> None:
+def _execute(todo, comp, fold_of, cfg, run_dir, device, quiet) -> None:
     workers, threads = _plan_workers(cfg, device, len(todo))
     planned = {m: planned_epochs(cfg, m) for m in cfg.models}
     with CVProgress(sum(planned[m] for m, _ in todo), planned) if not quiet else _Null() as progress:
         if workers == 1:
             for model, fold in todo:
                 sink = _DirectSink(progress)
-                result = train_unit(comp, fold_of, cfg, model, fold, run_dir, device, threads, sink, groups)
+                result = train_unit(comp, fold_of, cfg, model, fold, run_dir, device, threads, sink)
                 progress.unit_trained(model, fold, result)
             return
         from multiprocessing.managers import SyncManager
@@ -257,8 +257,7 @@ def _execute(todo, comp, fold_of, groups, cfg, run_dir, device, quiet) -> None:
             drainer.start()
             try:
                 jobs = Parallel(n_jobs=workers, return_as="generator_unordered")(
-                    delayed(train_unit)(comp, fold_of, cfg, m, k, run_dir, device, threads, events, groups)
-                    for m, k in todo
+                    delayed(train_unit)(comp, fold_of, cfg, m, k, run_dir, device, threads, events) for m, k in todo
                 )
                 for result in jobs:
                     progress.unit_trained(result.model, result.fold, result)

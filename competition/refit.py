@@ -1,7 +1,7 @@
 """Refits: retrain a cv run's models on every training row with S seeds, for the run's epochs and recipe, and
 predict the test rows with them (``submit --full``). Blend weights still come from the out-of-fold rows.
-With ``early_stop`` a refit stops as the fold units do, on an inner split of all the training rows (grouped as
-the run's split), whose rows join the others for the decay phase.
+With ``early_stop`` a refit stops as the fold units do, on an inner split of all the training rows (duplicates
+on one side), whose rows join the others for the decay phase.
 
 Each (model, seed) unit trains through the cv runner's own code (``training.Learner``, the audio scaler fit
 on the rows it trains on, one process per core) and is written under the run as ``<model>/refit<s>.pt``
@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .artifacts import write_npz, write_torch
 from .config import Config, load_config
@@ -45,15 +44,6 @@ def refit_done(path: Path, n_test: int) -> bool:
         return False  # missing or unreadable: train the unit again
 
 
-def split_groups_of(workdir: Path, comp: Competition) -> np.ndarray | None:
-    """The ``group`` column of the workdir's saved split (None when it has none: then the duplicate groups)."""
-    path = workdir / "folds.csv"
-    if not path.is_file():
-        return None
-    groups = pd.read_csv(path)["group"].to_numpy()
-    return groups if len(groups) == comp.n_train else None
-
-
 def refit_unit(
     comp: Competition, cfg: Config, model: str, index: int, run_dir: Path, device: str, threads: int
 ) -> dict:
@@ -68,8 +58,7 @@ def refit_unit(
     audio = scaler.transform(comp.audio).astype(np.float32)
     test_audio = scaler.transform(comp.test_audio).astype(np.float32)
     seed = refit_seed(cfg.seed, model, index)
-    # early_stop: the refit stops on an inner split of all rows, grouped as the run's split (its folds.csv)
-    inner = inner_rows(comp, rows, cfg, seed, split_groups_of(run_dir.parent, comp)) if cfg.early_stop else None
+    inner = inner_rows(comp, rows, cfg, seed) if cfg.early_stop else None  # early_stop: an inner split of all rows
     learner = Learner(model, cfg, seed=seed, device=device).fit(comp.image, audio, comp.y, inner=inner)
     test = learner.predict_logits(comp.test_image, test_audio)
     out = run_dir / model

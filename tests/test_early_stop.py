@@ -14,7 +14,7 @@ import competition.refit as refit
 from competition import cv
 from competition.config import load_config
 from competition.console import CVProgress
-from competition.data import load_competition
+from competition.data import duplicate_groups, load_competition
 from competition.errors import UserError
 from competition.runs import UnitResult, load_run, read_run_config
 from competition.splits import inner_split
@@ -56,15 +56,16 @@ def test_inner_split_keeps_groups_whole_and_takes_about_the_share():
         inner_split(y, np.zeros(len(y), dtype=int), 0.1, seed=0)
 
 
-def test_inner_rows_of_a_unit_are_its_training_rows_and_respect_the_saved_groups(tiny_data, tmp_path):
+def test_inner_rows_of_a_unit_are_its_training_rows_and_keep_duplicates_on_one_side(tiny_data, tmp_path):
     comp = load_competition(tiny_data)
-    groups = np.arange(comp.n_train) // 3  # groups of three rows, as a split's folds.csv might hold
-    fold_of = (groups % 2).astype(np.int64)
+    groups = duplicate_groups(comp.image, comp.audio)
+    assert len(np.unique(groups)) < comp.n_train  # the shipped rows repeat recordings: there is something to keep
+    fold_of = (np.arange(comp.n_train) % 2).astype(np.int64)  # a split that ignores them: inner must not
     cfg = load_config(None, ES | {"inner_share": 0.2})
     for fold in (0, 1):
         tr = np.flatnonzero(fold_of != fold)
-        inner = tr[cv.inner_rows(comp, tr, cfg, seed=7, groups=groups)]
-        assert (fold_of[inner] != fold).all()  # never a validation-fold row
+        inner = tr[cv.inner_rows(comp, tr, cfg, seed=7)]
+        assert (fold_of[inner] != fold).all() and len(inner) > 0  # never a validation-fold row
         assert not set(groups[inner]) & set(groups[np.setdiff1d(tr, inner)])
 
 

@@ -70,8 +70,7 @@ def _train_trial(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.
     f1s = []
     for k in range(t.trial_folds):  # the same order in every trial: step k compares the same rows
         try:
-            device, threads, groups = ctx["device"], ctx["threads"], ctx["groups"]
-            result = train_unit(comp, fold_of, cfg, t.model, k, run_dir, device, threads, None, groups)
+            result = train_unit(comp, fold_of, cfg, t.model, k, run_dir, ctx["device"], ctx["threads"])
         except TrainingDiverged as e:  # a sampled recipe that diverges is a bad trial, not the study's end
             console.print(f"{tag} [yellow]pruned[/]: {e}")
             raise optuna.TrialPruned(str(e)) from None
@@ -120,7 +119,6 @@ def optimize(t: Tuning, n_trials: int, seed: int, worker: int, comp: Competition
         "split_fp": split_fingerprint(fold_of),
         "device": device,
         "threads": t.threads,
-        "groups": saved["group"].to_numpy(),  # early_stop's inner split keeps the split's groups whole
         "tag": f" (worker {worker})" if t.processes > 1 else "",
     }
     with warnings.catch_warnings():
