@@ -41,9 +41,10 @@ SAME_NOISE = ["--snr", "inf,10,5,0", "--test-snr", "inf,10,5,0", "--test-occlude
 NOISIER_TEST = ["--snr", "inf,10,5,0", "--test-snr", "5,0,-5", "--test-occlude", "0.5", "--test-pixel-noise", "90"]
 
 
-def make(out: str, seed: int, held: int, noisier_test: bool = False) -> None:
+def make(out: str, seed: int, held: int, noisier_test: bool = False, data: str | None = None) -> None:
     noise = NOISIER_TEST if noisier_test else SAME_NOISE
-    degrade.main(["--out", out, "--seed", str(seed), "--holdout-speakers", str(held), *noise])
+    source = [] if data is None else ["--data", data]
+    degrade.main(["--out", out, "--seed", str(seed), "--holdout-speakers", str(held), *noise, *source])
     rows = pd.read_csv(Path(out) / "degrade_rows.csv")
     labels = pd.concat([pd.read_csv(Path(out) / "y_train.csv"), pd.read_csv(Path(out) / "holdout_labels.csv")])
     rows = rows.merge(labels, on="row_id")
@@ -51,7 +52,7 @@ def make(out: str, seed: int, held: int, noisier_test: bool = False) -> None:
     print(pd.crosstab([rows["part"], rows["speaker"]], rows["label"]).to_string())
 
 
-def measure(data: Path, workdir: Path, runs: list[str]) -> str:
+def measure(data: Path, workdir: Path, runs: list[str], consensus: tuple[str, ...] = ("auto", "off")) -> str:
     comp = load_competition(data)
     truth = pd.read_csv(data / "holdout_labels.csv")
     if not (truth["row_id"].to_numpy() == comp.sample_submission["row_id"].to_numpy()).all():
@@ -73,7 +74,7 @@ def measure(data: Path, workdir: Path, runs: list[str]) -> str:
         "|---|---|---|---|---|",
     ]
     for blended in [[r] for r in runs] + ([runs] if len(runs) > 1 else []):
-        lines += [written_blend(data, workdir, blended), written_blend(data, workdir, blended, "off")]
+        lines += [written_blend(data, workdir, blended, c) for c in consensus]
     return "\n".join(lines)
 
 
@@ -117,16 +118,20 @@ def main(argv: list[str] | None = None) -> None:
     mk.add_argument("--seed", type=int, default=0, help="chooses the held-out clusters and the noise")
     mk.add_argument("--held", type=int, default=2, help="speaker-like clusters (of 6) held out as test rows")
     mk.add_argument("--noisier-test", action="store_true", help="test audio at 5/0/-5 dB, half the images occluded")
+    mk.add_argument("--data", default=None, help="source folder (default: the shipped data; e.g. a unique copy)")
     ms = sub.add_parser("measure", help="OOF against held-out macro-F1 of cv runs on a copy")
     ms.add_argument("--data", required=True)
     ms.add_argument("--workdir", required=True)
     ms.add_argument("--run", action="append", required=True)
+    ms.add_argument(
+        "--consensus", default="auto,off", help="submit's --consensus settings to score each blend with (default both)"
+    )
     args = p.parse_args(argv)
     if args.command == "make":
-        make(args.out, args.seed, args.held, args.noisier_test)
+        make(args.out, args.seed, args.held, args.noisier_test, args.data)
     else:
         np.set_printoptions(precision=4)
-        print(measure(Path(args.data), Path(args.workdir), args.run))
+        print(measure(Path(args.data), Path(args.workdir), args.run, tuple(args.consensus.split(","))))
 
 
 if __name__ == "__main__":
