@@ -90,10 +90,6 @@ def git_commit() -> str:
 
 def environment(device: str, seed: int) -> dict[str, Any]:
     """What produced an artifact: versions, device, seed, commit and time."""
-    import joblib
-    import optuna
-    import pandas
-    import sklearn
     import torch
 
     return {
@@ -106,12 +102,15 @@ def environment(device: str, seed: int) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "versions": {
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "scikit-learn": sklearn.__version__,
-            "pandas": pandas.__version__,
-            "optuna": optuna.__version__,
-            "joblib": joblib.__version__,
-        },
+        # installed versions, read without importing (optuna, say, is only needed by tune): None when absent
+        "versions": {name: _version(name) for name in ("torch", "numpy", "scikit-learn", "pandas", "optuna", "joblib")},
     }
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
