@@ -68,51 +68,61 @@ def inner_rows(comp: Competition, rows: np.ndarray, cfg: Config, seed: int) -> n
     return inner_split(comp.y[rows], duplicate_groups(comp.image, comp.audio)[rows], cfg.inner_share, seed)
 
 
+def fit_unit(
+    comp: Competition, cfg: Config, model: str, rows: np.ndarray, seed: int, device: str, threads: int,
+    val_rows: np.ndarray | None = None, extra: tuple[np.ndarray, np.ndarray] | None = None, on_epoch=None,
+) -> tuple[Learner, np.ndarray, dict]:  # fmt: skip
+    """Train ``model`` (recipe ``cfg``, its per-model keys applied) on the training ``rows`` (and the test rows
+    ``extra`` = (indices, pseudo-labels) after them) with the audio scaler fit on ``rows``; returns the learner,
+    its (M, 10) test logits and its checkpoint dict. ``val_rows`` are scored each epoch for the history only. The
+    one fitting recipe of fold units and full-data refits (refit.py)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    scaler = fit_audio_scaler(comp.audio, rows)  # training rows only: no leakage from validation rows
+    audio = scaler.transform(comp.audio).astype(np.float32)
+    test_audio = scaler.transform(comp.test_audio).astype(np.float32)
+    inner = inner_rows(comp, rows, cfg, seed) if cfg.early_stop else None  # never a validation row
+    train = (comp.image[rows], audio[rows], comp.y[rows])
+    if extra is not None:  # cv --pseudo: the fold's confident test rows with their labels (pseudo.py)
+        idx, labels = extra
+        pseudo_rows = (comp.test_image[idx], test_audio[idx], labels)
+        train = tuple(np.concatenate(p) for p in zip(train, pseudo_rows, strict=True))  # after the fold's own rows
+    val = None if val_rows is None else (comp.image[val_rows], audio[val_rows], comp.y[val_rows])
+    learner = Learner(model, cfg, seed=seed, device=device)
+    learner.fit(*train, val=val, on_epoch=on_epoch, inner=inner)  # inner: positions among ``rows``
+    test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
+    check_finite(model, cfg, learner.epochs_, test)
+    checkpoint = {
+        "model": model,
+        "config": cfg.to_dict(),  # the resolved recipe this unit trained with (nanoGPT keeps it likewise)
+        "hparams": model_kwargs(model, cfg),
+        "state_dict": {k: v.cpu() for k, v in learner.model_.state_dict().items()},
+        "audio_mean": scaler.mean_,
+        "audio_scale": scaler.scale_,
+    }
+    return learner, test, checkpoint
+
+
 def train_unit(
     comp: Competition, fold_of: np.ndarray, cfg: Config, model: str, fold: int, run_dir: Path,
     device: str, threads: int, events=None,
 ) -> UnitResult:  # fmt: skip
     """Train one model on one fold and write its artifacts; returns the fold's scores and time."""
-    import torch
-
     cfg = cfg.for_model(model)  # the run's recipe with this model's [per_model.<model>] keys
-    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     tr, va = np.flatnonzero(fold_of != fold), np.flatnonzero(fold_of == fold)
-    scaler = fit_audio_scaler(comp.audio, tr)  # training rows only: no leakage from validation rows
-    audio = scaler.transform(comp.audio).astype(np.float32)
-    test_audio = scaler.transform(comp.test_audio).astype(np.float32)
-    seed = unit_seed(cfg.seed, model, fold)
-    inner = inner_rows(comp, tr, cfg, seed) if cfg.early_stop else None  # never a validation row
 
     def on_epoch(row: dict) -> None:
         if events is not None:
             events.put(("epoch", model, fold, planned_epochs(cfg, model), row))
 
-    learner = Learner(model, cfg, seed=seed, device=device)
-    train = (comp.image[tr], audio[tr], comp.y[tr])
-    if fold in comp.pseudo_rows:  # cv --pseudo: this fold's confident test rows with their labels (pseudo.py)
-        idx, labels = comp.pseudo_rows[fold]
-        extra = (comp.test_image[idx], test_audio[idx], labels)
-        train = tuple(np.concatenate(p) for p in zip(train, extra, strict=True))  # after the fold's own rows
-    val = (comp.image[va], audio[va], comp.y[va])  # scored each epoch for the history; it steers nothing
-    learner.fit(*train, val=val, on_epoch=on_epoch, inner=inner)  # inner: positions among the fold's own rows
+    seed, extra = unit_seed(cfg.seed, model, fold), comp.pseudo_rows.get(fold)
+    learner, test, checkpoint = fit_unit(comp, cfg, model, tr, seed, device, threads, va, extra, on_epoch)
     oof = learner.val_logits_  # (n_val, 10), from the final epoch's validation pass
-    test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
-    check_finite(model, cfg, learner.epochs_, test)
     seconds = time.perf_counter() - t0
     write_text(history_path(run_dir, model, fold), pd.DataFrame(learner.history_).to_csv(index=False))
-    write_torch(
-        checkpoint_path(run_dir, model, fold),
-        {
-            "model": model,
-            "config": cfg.to_dict(),  # the resolved recipe this unit trained with (nanoGPT keeps it likewise)
-            "hparams": model_kwargs(model, cfg),
-            "state_dict": {k: v.cpu() for k, v in learner.model_.state_dict().items()},
-            "audio_mean": scaler.mean_,
-            "audio_scale": scaler.scale_,
-        },
-    )
+    write_torch(checkpoint_path(run_dir, model, fold), checkpoint)
     result = UnitResult(model, fold, **scores(comp.y[va], oof), seconds=seconds, epochs=learner.epochs_)
     # Written last: its presence marks the unit finished.
     write_npz(unit_path(run_dir, model, fold), val_idx=va, oof_logits=oof, test_logits=test, result=result.to_json())

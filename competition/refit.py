@@ -22,10 +22,10 @@ import numpy as np
 from .artifacts import write_npz, write_torch
 from .config import Config, load_config
 from .console import console
-from .cv import _plan_workers, inner_rows, unit_seed
-from .data import N_CLASSES, Competition, fit_audio_scaler
+from .cv import _plan_workers, fit_unit, unit_seed
+from .data import N_CLASSES, Competition
 from .errors import UserError
-from .training import Learner, model_kwargs, resolve_device
+from .training import resolve_device
 
 
 def refit_path(run_dir: Path, model: str, index: int) -> Path:
@@ -48,30 +48,11 @@ def refit_unit(
     comp: Competition, cfg: Config, model: str, index: int, run_dir: Path, device: str, threads: int
 ) -> dict:
     """Train ``model`` on every training row with refit seed ``index`` and write its test logits."""
-    import torch
-
     cfg = cfg.for_model(model)
-    torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    rows = np.arange(comp.n_train)
-    scaler = fit_audio_scaler(comp.audio, rows)
-    audio = scaler.transform(comp.audio).astype(np.float32)
-    test_audio = scaler.transform(comp.test_audio).astype(np.float32)
     seed = refit_seed(cfg.seed, model, index)
-    inner = inner_rows(comp, rows, cfg, seed) if cfg.early_stop else None  # early_stop: an inner split of all rows
-    learner = Learner(model, cfg, seed=seed, device=device).fit(comp.image, audio, comp.y, inner=inner)
-    test = learner.predict_logits(comp.test_image, test_audio)
-    out = run_dir / model
-    write_torch(
-        out / f"refit{index}.pt",
-        {
-            "model": model,
-            "hparams": model_kwargs(model, cfg),
-            "state_dict": {k: v.cpu() for k, v in learner.model_.state_dict().items()},
-            "audio_mean": scaler.mean_,
-            "audio_scale": scaler.scale_,
-        },
-    )
+    learner, test, checkpoint = fit_unit(comp, cfg, model, np.arange(comp.n_train), seed, device, threads)
+    write_torch(run_dir / model / f"refit{index}.pt", checkpoint)
     seconds = time.perf_counter() - t0
     result = {"model": model, "refit": index, "seed": seed, "epochs": learner.epochs_, "seconds": seconds}
     write_npz(refit_path(run_dir, model, index), test_logits=test, result=json.dumps(result))  # last: marks it done
