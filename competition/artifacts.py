@@ -42,6 +42,26 @@ def write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+STALE_TEMP_SECONDS = 600  # a temp file lives for the seconds its write takes; one this old was left by a kill
+
+
+def remove_stale_temp_files(folder: str | Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Delete the temp files (``.<name>.<random>.tmp``) under ``folder`` that a killed process left (SIGKILL, power
+    loss: no ``finally`` ran), i.e. not written for ``older_than`` seconds; a concurrent command's temp file is
+    seconds old and stays. Returns how many went."""
+    import time
+
+    now, removed = time.time(), 0
+    for tmp in Path(folder).rglob(".*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > older_than:
+                tmp.unlink()
+                removed += 1
+        except OSError:  # gone meanwhile (renamed by its writer) or not ours to delete
+            pass
+    return removed
+
+
 def check_writable(folder: str | Path) -> None:
     """Fail at once, not after the work, when files cannot be written in ``folder`` (made if missing)."""
     folder = Path(folder)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import adversarial, pseudo
-from .artifacts import environment, write_json, write_npz, write_text, write_torch
+from .artifacts import environment, remove_stale_temp_files, write_json, write_npz, write_text, write_torch
 from .claims import UnitClaims
 from .config import Config
 from .console import CVProgress, console, cv_table, duplicates_line
@@ -166,6 +166,7 @@ def run_cv(
     # cv --pseudo: a bad submission is refused before the run folder is made
     rnd = pseudo.compute(run_dir, comp, fold_of, split_fp, cfg) if cfg.pseudo else None
     add_to_run_config(run_dir, cfg, comp, split_fp)
+    remove_stale_temp_files(run_dir)  # left by a killed earlier command (SIGKILL runs no cleanup)
     adversarial.save(run_dir / "adversarial.json", comp, adv)
     if rnd is not None:
         comp.pseudo_rows, lines = pseudo.save_or_check(run_dir, rnd)

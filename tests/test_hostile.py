@@ -241,3 +241,22 @@ def test_error_messages_print_plain_numbers_not_numpy_reprs(tiny_data, capsys, l
     assert main(["cv", "--data", str(tiny_data), "--workdir", str(tiny_data.parent / "wd")]) == 2
     line = one_error_line(capsys, needle)
     assert "np." not in line
+
+
+def test_temp_files_left_by_a_killed_command_are_removed_and_fresh_ones_kept(tmp_path):
+    import os
+    import time
+
+    from competition.artifacts import remove_stale_temp_files
+
+    run = tmp_path / "run"
+    (run / "fusion").mkdir(parents=True)
+    stale, fresh = run / "fusion" / ".fold0.npz.abc123.tmp", run / ".config.json.def456.tmp"
+    keep = run / "fusion" / "fold0.npz"  # a finished artifact: never touched, however old
+    for f in (stale, fresh, keep):
+        f.write_bytes(b"x")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    os.utime(keep, (old, old))
+    assert remove_stale_temp_files(run) == 1
+    assert not stale.exists() and fresh.exists() and keep.exists()  # fresh: maybe a concurrent command's write
