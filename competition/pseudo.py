@@ -158,30 +158,40 @@ def load_source(path: Path, comp: Competition, split_fp: str, folds: int, run_di
         )
     dirs = {r["name"]: Path(r["dir"]).resolve() for r in m["runs"]}
     models = list(m["models"])
-    h = hashlib.sha256(path.read_bytes())
-    oof, test = [], []
+    by_run: dict[str, list[str]] = {}  # run -> its blended models: each run's files read once
     for key in models:
         run, _, model = key.rpartition("/")
+        by_run.setdefault(run, []).append(model)
+    runs = {}
+    for run, names in by_run.items():
         d = dirs.get(run)
         if d is None or not (d / CONFIG_FILE).is_file():
             raise UserError(
-                f"{path}: run {run!r} of model {key} not found ({d}); fix: restore the run, or pass a submission "
-                "whose runs are in place"
+                f"{path}: run {run!r} of model {run}/{names[0]} not found ({d}); fix: restore the run, or pass a "
+                "submission whose runs are in place"
             )
         if d == run_dir.resolve():
             raise UserError(f"{path}: blends this run itself ({d}); fix: pass --run NEW_NAME")
-        loaded = load_finished_run(d, comp, [model])
-        if (loaded.meta.get("data_fingerprint"), loaded.meta.get("split_fingerprint")) != (comp.fingerprint, split_fp):
+        runs[run] = load_finished_run(d, comp, names)
+        meta = runs[run].meta
+        if (meta.get("data_fingerprint"), meta.get("split_fingerprint")) != (comp.fingerprint, split_fp):
             raise UserError(
                 f"{d / CONFIG_FILE}: run {run!r} is now of other data or another split than {path}; fix: rerun "
                 "`run.py submit` on the runs as they are"
             )
-        if model not in loaded.oof:
-            raise UserError(f"{path}: model {key} is not in run {d}; fix: pass a submission whose runs are in place")
-        oof.append(loaded.oof[model])
-        test.append(loaded.test[model])
+        missing = [n for n in names if n not in runs[run].oof]
+        if missing:
+            raise UserError(
+                f"{path}: model {run}/{missing[0]} is not in run {d}; fix: pass a submission whose runs are in place"
+            )
+    h = hashlib.sha256(path.read_bytes())
+    oof, test = [], []
+    for key in models:
+        run, _, model = key.rpartition("/")
+        oof.append(runs[run].oof[model])
+        test.append(runs[run].test[model])
         for k in range(folds):
-            h.update(unit_path(d, model, k).read_bytes())
+            h.update(unit_path(dirs[run], model, k).read_bytes())
     try:
         blend, space, weights, note = _fold_weights(m, models, folds)
     except (KeyError, TypeError, ValueError, IndexError) as e:

@@ -11,8 +11,8 @@
   AUC 0.99 and 1.00) against the shipped data (0.62: other takes of the same speakers, whose grouped
   out-of-fold scores already match the test scores): a shift that matters, not any shift.
 
-``inner_split`` cuts a fold's training rows once more, with the same groups, for early stopping
-(``Config.early_stop``): the validation fold never steers training.
+``inner_split`` cuts a fold's training rows once more, whole groups only (``cv.inner_rows`` passes the exact
+duplicate groups), for early stopping (``Config.early_stop``): the validation fold never steers training.
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ def cluster_folds(groups: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 def inner_split(y: np.ndarray, groups: np.ndarray, share: float, seed: int) -> np.ndarray:
     """Indices into ``y`` of about ``share`` of the rows, whole groups only, class-stratified and seeded: the inner
-    split early stopping watches. Rows of a group (a recording and its copies; under the cluster split a
-    speaker-like cluster) stay on one side, else the inner loss falls with memorisation and never stops falling.
-    With fewer groups than ``1 / share`` (the cluster split's few clusters) it is one whole group."""
+    split early stopping watches. Rows of a group (a recording and its copies) stay on one side, else the inner
+    loss falls with memorisation and never stops falling. With fewer groups than ``1 / share`` it is one whole
+    group."""
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise UserError(
