@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from competition.cluster import DaskUnits
 from competition.config import load_config
-from competition.cv import run_cv
-from competition.data import load_competition
-from competition.runs import load_run
+from competition.data.load import load_competition
+from competition.store.runs import load_run
+from competition.train.cv import run_cv
+from competition.train.dask import DaskExecutor as DaskUnits
 
 
 def main() -> None:

@@ -21,11 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from competition.config import CONFIG_DIR, load_config
-from competition.cv import run_cv
-from competition.data import DEFAULT_DATA, duplicate_groups, fit_audio_scaler, load_competition
-from competition.folds import make_folds
-from competition.training import Learner
+from competition.config import load_config
+from competition.data.duplicates import duplicate_groups
+from competition.data.load import fit_audio_scaler, load_competition
+from competition.splits.folds import make_folds
+from competition.train.cv import run_cv
+from competition.train.learner import Learner
+from competition.utils.paths import RECIPES_DIR, default_data
 
 
 def epoch_seconds(cfg, model, image, audio, y) -> float:
@@ -42,13 +44,13 @@ def _one_thread_epoch(cfg, model, image, audio, y) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--data", default=str(default_data()))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-cv", action="store_true", help="only the per-epoch timings")
     args = p.parse_args()
 
     torch.set_num_threads(1)  # as each CV unit trains
-    recipes = {name: load_config(CONFIG_DIR / f"{name}.toml") for name in ("seed", "default")}
+    recipes = {name: load_config(RECIPES_DIR / f"{name}.toml") for name in ("seed", "default")}
     comp = load_competition(args.data)
     fold = make_folds(comp.y, 5, 0, duplicate_groups(comp.image, comp.audio))
     tr = np.flatnonzero(fold != 0)

@@ -38,9 +38,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from competition.artifacts import write_bytes, write_json, write_text
-from competition.data import DEFAULT_DATA, FILES, IMAGE_SIDE, duplicate_groups, duplicate_ids
-from competition.speakers import speaker_clusters
+from competition.data.duplicates import duplicate_groups, duplicate_ids
+from competition.data.load import FILES, IMAGE_SIDE
+from competition.splits.speakers import speaker_clusters
+from competition.store.atomic import write_bytes, write_json, write_text
+from competition.utils.paths import default_data
 
 
 def noisy_audio(
@@ -184,7 +186,7 @@ def _snr_list(text: str) -> list[float]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="source competition folder (default: the shipped data)")
+    p.add_argument("--data", default=str(default_data()), help="source competition folder (default: the shipped data)")
     p.add_argument("--out", required=True, help="folder for the degraded copy (created; its six files replaced)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--snr", type=_snr_list, default=_snr_list("inf,10,5,0"), help="train SNRs in dB (inf = clean)")

@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from competition.config import load_config, parse_overrides  # noqa: E402
-from competition.cv import train_unit  # noqa: E402
-from competition.data import load_competition  # noqa: E402
-from competition.runs import load_unit, read_run_config, unit_finished, unit_path  # noqa: E402
+from competition.data.load import load_competition  # noqa: E402
+from competition.store.runs import load_unit, read_run_config, unit_finished, unit_path  # noqa: E402
+from competition.train.unit import train_unit  # noqa: E402
 
 
 def main() -> None:

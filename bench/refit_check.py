@@ -31,10 +31,10 @@ from scipy.special import log_softmax
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from competition.config import load_config  # noqa: E402
-from competition.cv import train_unit  # noqa: E402
-from competition.data import load_competition  # noqa: E402
+from competition.data.load import load_competition  # noqa: E402
 from competition.metrics import accuracy, macro_f1  # noqa: E402
-from competition.runs import read_run_config, unit_finished, unit_path  # noqa: E402
+from competition.store.runs import read_run_config, unit_finished, unit_path  # noqa: E402
+from competition.train.unit import train_unit  # noqa: E402
 
 INNER, REFIT = 100, 200  # pseudo-fold ids of the units: distinct seeds from the run's own folds
 

@@ -18,17 +18,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from competition.blend import (
-    agreement_shift,
-    blend_models,
-    combine,
-    fold_average,
-    odd_ones_out,
-    to_space,
-)
-from competition.data import load_competition
+from competition.data.load import load_competition
+from competition.ensemble.blend import agreement_shift, blend_models, combine, fold_average, odd_ones_out, to_space
 from competition.metrics import macro_f1
-from competition.runs import load_runs
+from competition.store.runs import load_runs
 
 
 def run_scores(run, comp, holdout: pd.DataFrame | None, keep_shifted: bool) -> tuple[dict, dict, list[str], str]:

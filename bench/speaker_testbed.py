@@ -31,10 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import degrade  # noqa: E402
-from competition.blend import fold_average  # noqa: E402
-from competition.data import load_competition  # noqa: E402
+from competition.data.load import load_competition  # noqa: E402
+from competition.ensemble.blend import fold_average  # noqa: E402
 from competition.metrics import macro_f1  # noqa: E402
-from competition.submission import load_runs, score_submission  # noqa: E402
+from competition.store.runs import load_runs  # noqa: E402
+from competition.submission.score import score_submission  # noqa: E402
 
 SAME_NOISE = ["--snr", "inf,10,5,0", "--test-snr", "inf,10,5,0", "--test-occlude", "0.25", "--test-pixel-noise", "60"]
 # --noisier-test: the test rows also noisier than the training rows (new speakers AND a new noise level)

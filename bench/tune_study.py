@@ -16,19 +16,23 @@ import tempfile
 import time
 from pathlib import Path
 
-from competition.artifacts import write_json
-from competition.config import CONFIG_DIR, load_config
-from competition.cv import run_cv
-from competition.data import DEFAULT_DATA, load_competition, write_subset
-from competition.folds import load_or_make_folds
-from competition.tune import SPACE_PATH, Tuning, load_space, run_tune, write_best_config
+from competition.config import load_config
+from competition.data.load import load_competition, write_subset
+from competition.splits.folds import load_or_make_folds
+from competition.store.atomic import write_json
+from competition.train.cv import run_cv
+from competition.tuning.results import write_best_config
+from competition.tuning.search_space import SPACE_PATH, load_space
+from competition.tuning.study import Tuning
+from competition.tuning.trials import run_tune
+from competition.utils.paths import RECIPES_DIR, default_data
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--data", default=str(default_data()))
     p.add_argument("--quick", action="store_true", help="2400 rows (500 test), 3 folds, 2 epochs")
     p.add_argument("--model", default="fusion")
     p.add_argument("--trials", type=int, default=20)
@@ -45,7 +49,7 @@ def main() -> None:
     overrides = {"folds": folds, "models": [args.model]}
     if args.epochs or args.quick:
         overrides["epochs"] = args.epochs or 2
-    base = load_config(CONFIG_DIR / "default.toml", overrides)
+    base = load_config(RECIPES_DIR / "default.toml", overrides)
     space = load_space(SPACE_PATH, args.model, base)
 
     with tempfile.TemporaryDirectory() as tmp:

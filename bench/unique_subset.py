@@ -16,7 +16,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from competition.data import DEFAULT_DATA  # noqa: E402
+from competition.utils.paths import default_data  # noqa: E402
 
 
 def first_of_groups(groups: np.ndarray) -> np.ndarray:
@@ -25,10 +25,10 @@ def first_of_groups(groups: np.ndarray) -> np.ndarray:
 
 
 def main() -> None:
-    from competition.consensus import joint_groups
+    from competition.ensemble.consensus import joint_groups
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(DEFAULT_DATA))
+    p.add_argument("--data", default=str(default_data()))
     p.add_argument("--out", required=True)
     args = p.parse_args()
     src, dest = Path(args.data), Path(args.out)

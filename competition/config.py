@@ -18,7 +18,9 @@ from typing import Any
 
 import tomllib
 
-from .errors import UserError
+from competition.utils.errors import UserError
+from competition.utils.paths import DEFAULT_RECIPE, recipe_path
+from competition.utils.validation import check_known
 
 # The config keys with a role beyond "a recipe key", and their roles: the one list the key groups below come from.
 #   run: shared by every model of a run (the split, the model list, execution): not settable per model, not tuned;
@@ -153,11 +155,9 @@ class Config:
         for ok, msg in checks:
             if not ok:
                 raise UserError(f"config: {msg}; fix the value in the config file or --set")
-        from .models import list_models
+        from competition.models import list_models
 
-        unknown = [m for m in [*self.models, *self.per_model] if m not in list_models()]
-        if unknown:
-            raise UserError(f"config: unknown model(s) {unknown}; known models: {', '.join(list_models())}")
+        check_known([*self.models, *self.per_model], list_models(), "model", "config")
         for name in self.per_model:
             try:
                 self.for_model(name).validate()
@@ -241,7 +241,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        raw = read_toml(path, "config file", "pass --config configs/default.toml or another file")
+        raw = read_toml(
+            path, "config file", "pass --config with a TOML file or a shipped recipe (default, robust, seed)"
+        )
         values.update({k: _coerce(k, v, str(path)) for k, v in raw.items()})
     per_model = {m: dict(keys) for m, keys in values.get("per_model", {}).items()}
     for k, v in (overrides or {}).items():
@@ -287,25 +289,21 @@ def to_toml(values: dict[str, Any]) -> str:
     return "".join(f"{k} = {fmt(v)}\n" for k, v in flat.items())
 
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+def resolve_config(
+    config: str | Path | None = None, overrides: dict[str, Any] | None = None, models: str | list[str] | None = None
+) -> tuple[Config, str]:
+    """The resolved recipe and its default run name: the shipped ``default`` recipe, or ``config`` (a TOML path
+    or a shipped recipe's name), with ``overrides`` applied; ``models`` (a list or comma-separated names)
+    replaces the recipe's models.
 
-
-def config_from_args(args, models: str | None = None) -> tuple[Config, str]:
-    """The resolved config of a command line and its default run name; ``models`` (e.g. the one model
-    ``tune`` searches) replaces the ``--models`` flag.
-
-    The run name is the config file's name, plus the config's fingerprint when flags changed a key
+    The run name is the config file's name, plus the config's fingerprint when overrides changed a key
     that changes the results, so that a rerun of the same command resumes and another recipe never
     lands in the same run folder.
     """
-    path = Path(args.config) if args.config else CONFIG_DIR / "default.toml"
-    overrides = parse_overrides(args.set)
-    for key in FLAG_KEYS:
-        value = getattr(args, key, None)
-        if value is not None:
-            overrides[key] = value
+    path = DEFAULT_RECIPE if config is None else recipe_path(config)
+    overrides = dict(overrides or {})
     if models is not None:
-        overrides["models"] = models
+        overrides["models"] = models if isinstance(models, str) else ",".join(models)
     cfg = load_config(path, overrides)
     base = load_config(path)
     plain = dataclasses.replace(cfg, pseudo=base.pseudo)  # a pseudo-label round is named <name>-pseudo

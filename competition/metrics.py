@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-from .data import N_CLASSES
+from competition.data.load import N_CLASSES
 
 
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:

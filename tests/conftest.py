@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from competition.data import DEFAULT_DATA, FILES, write_subset
+from competition.data.load import FILES, write_subset
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository: where run.py is
 
@@ -20,7 +20,7 @@ def one_hot_logits(labels: np.ndarray, margin: float) -> np.ndarray:
     return out
 
 
-def make_competition(dest: Path, n_train: int = 240, n_test: int = 60, src: Path = DEFAULT_DATA) -> Path:
+def make_competition(dest: Path, n_train: int = 240, n_test: int = 60, src: Path | None = None) -> Path:
     """The first rows of the shipped competition in ``dest`` (same layout, same dtypes)."""
     return write_subset(dest, n_train, n_test, src)
 

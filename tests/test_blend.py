@@ -10,7 +10,7 @@ import pytest
 from conftest import one_hot_logits
 from scipy.special import log_softmax, softmax
 
-from competition.blend import (
+from competition.ensemble.blend import (
     agreement_shift,
     blend_models,
     caruana_weights,

@@ -11,11 +11,11 @@ import subprocess
 import threading
 import time
 
-from competition import cv
-from competition.claims import UnitClaims, read_claim, start_ticks
 from competition.config import load_config
-from competition.data import load_competition
-from competition.runs import add_to_run_config, claim_path, read_run_config, unit_path
+from competition.data.load import load_competition
+from competition.store.claims import UnitClaims, read_claim, start_ticks
+from competition.store.runs import add_to_run_config, claim_path, read_run_config, unit_path
+from competition.train import cv
 
 FORK = multiprocessing.get_context("fork")
 

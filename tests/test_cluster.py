@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from competition import cluster as cluster_module
-from competition.cluster import DaskUnits
+from competition.cli import main
 from competition.config import load_config, to_toml
-from competition.cv import run_cv
-from competition.errors import UserError
-from competition.runs import load_run
-from run import main
+from competition.store.runs import load_run
+from competition.train import dask as cluster_module
+from competition.train.cv import run_cv
+from competition.train.dask import DaskExecutor
+from competition.utils.errors import UserError
 
 distributed = pytest.importorskip("distributed")
 
@@ -84,7 +84,7 @@ def _dies_once(marker: str, log: str, run_dir: str, target: tuple[str, int], com
         finished = {str(p): p.stat().st_mtime_ns for p in Path(run_dir).rglob("fold*.npz")}
         Path(marker).write_text(json.dumps(finished))
         os.kill(os.getpid(), signal.SIGKILL)
-    from competition import cluster  # on the worker: the real one
+    from competition.train import dask as cluster  # on the worker: the real one
 
     return cluster.unit_task(comp, fold_of, cfg, model, fold, *rest)
 
@@ -100,7 +100,7 @@ def test_cluster_run_with_a_worker_killed_mid_run_gives_the_local_oof(
     monkeypatch.setattr(cluster_module, "unit_task", killer)
     progress = Progress()
     monkeypatch.setattr(cluster_module, "CVProgress", lambda total, planned: progress)
-    with DaskUnits(local_cluster.scheduler_address) as cl:
+    with DaskExecutor(local_cluster.scheduler_address) as cl:
         result = run_cv(load_config(None, TINY), tiny_src, tmp_path, "r", cluster=cl)
     assert sorted(progress.trained) == [("audio", 0), ("audio", 1), ("image", 0), ("image", 1)]
     assert progress.epochs and all(e[2] == 1 and "val_macro_f1" in e[3] for e in progress.epochs)  # worker events
@@ -127,5 +127,5 @@ def test_bad_scheduler_address_is_one_line_exit_2(tiny_data, tmp_path, capsys):
 
 def test_missing_dask_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
-    with pytest.raises(UserError, match=r"pip install -e '\.\[dask\]'"), DaskUnits("tcp://127.0.0.1:8786"):
+    with pytest.raises(UserError, match=r"pip install -e '\.\[dask\]'"), DaskExecutor("tcp://127.0.0.1:8786"):
         pass

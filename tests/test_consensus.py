@@ -9,11 +9,19 @@ import pandas as pd
 import pytest
 from scipy.special import softmax
 
-from competition.consensus import consensus_f1, decide_consensus, joint_groups, mixed_groups, pool, split_groups
-from competition.data import duplicate_groups, load_competition
-from competition.errors import UserError
-from competition.folds import make_folds
+from competition.data.duplicates import duplicate_groups
+from competition.data.load import load_competition
+from competition.ensemble.consensus import (
+    consensus_f1,
+    decide_consensus,
+    joint_groups,
+    mixed_groups,
+    pool,
+    split_groups,
+)
 from competition.metrics import macro_f1
+from competition.splits.folds import make_folds
+from competition.utils.errors import UserError
 from tests.test_submit import fake_run, submit
 
 

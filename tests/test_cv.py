@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 import torch
 
-from competition import cv
 from competition.config import load_config
-from competition.data import load_competition
-from competition.errors import UserError
-from competition.runs import load_run
+from competition.data.load import load_competition
+from competition.store.runs import load_run
+from competition.train import cv
+from competition.utils.errors import UserError
 
 TINY = {"epochs": 1, "folds": 2, "batch_size": 32, "workers": 1}
 

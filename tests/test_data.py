@@ -11,14 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from competition.data import (
-    duplicate_groups,
-    duplicate_ids,
-    duplicate_summary,
-    fit_audio_scaler,
-    load_competition,
-)
-from competition.errors import UserError
+from competition.data.duplicates import duplicate_groups, duplicate_ids, duplicate_summary
+from competition.data.load import fit_audio_scaler, load_competition
+from competition.utils.errors import UserError
 
 
 def test_loads_tiny_competition(tiny_data):

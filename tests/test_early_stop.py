@@ -10,15 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-import competition.refit as refit
-from competition import cv
+import competition.train.refit as refit
 from competition.config import load_config
-from competition.console import CVProgress
-from competition.data import duplicate_groups, load_competition
-from competition.errors import UserError
-from competition.runs import UnitResult, load_run, read_run_config
-from competition.splits import inner_split
-from competition.training import WSD, Learner
+from competition.data.duplicates import duplicate_groups
+from competition.data.load import load_competition
+from competition.splits.kinds import inner_split
+from competition.store.runs import UnitResult, load_run, read_run_config
+from competition.train import cv
+from competition.train.learner import WSD, Learner
+from competition.train.progress import CVProgress
+from competition.utils.errors import UserError
 
 ES = {"early_stop": True, "batch_size": 32, "workers": 1, "folds": 2}
 
@@ -118,7 +119,7 @@ def test_stops_before_max_epochs_on_an_easy_problem_and_the_validation_fold_stee
 
 
 def test_inner_rows_are_held_out_until_the_decay_then_join(monkeypatch):
-    from competition import training
+    from competition.train import learner as training
 
     img, aud, y = noisy_problem(120)
     inner = np.arange(0, 120, 6)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from competition.data import duplicate_groups, load_competition
-from competition.errors import UserError
-from competition.folds import load_or_make_folds, make_folds
+from competition.data.duplicates import duplicate_groups
+from competition.data.load import load_competition
+from competition.splits.folds import load_or_make_folds, make_folds
+from competition.utils.errors import UserError
 
 
 def test_grouped_folds_on_shipped_data_are_stratified_and_keep_recordings_together():

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from competition import cv
 from competition.config import load_config
 from competition.metrics import scores
-from competition.runs import load_run
+from competition.store.runs import load_run
+from competition.train import cv
 
 TINY = {"epochs": 1, "folds": 2, "batch_size": 32}
 
@@ -22,7 +22,7 @@ def test_workers_share_one_cuda_device_when_asked():
 
 @pytest.mark.gpu
 def test_cv_on_cuda_matches_cpu_within_noise(tiny_data, tmp_path):
-    from competition.data import load_competition
+    from competition.data.load import load_competition
 
     y = load_competition(tiny_data).y
     cpu = cv.run_cv(load_config(None, TINY | {"device": "cpu", "workers": 1}), tiny_data, tmp_path, "cpu", quiet=True)

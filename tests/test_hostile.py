@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from competition.data import write_subset
-from competition.folds import make_folds
-from run import main
+from competition.cli import main
+from competition.data.load import write_subset
+from competition.splits.folds import make_folds
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -247,7 +247,7 @@ def test_temp_files_left_by_a_killed_command_are_removed_and_fresh_ones_kept(tmp
     import os
     import time
 
-    from competition.artifacts import remove_stale_temp_files
+    from competition.store.atomic import remove_stale_temp_files
 
     run = tmp_path / "run"
     (run / "fusion").mkdir(parents=True)

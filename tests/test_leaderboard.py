@@ -15,13 +15,13 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 from scipy.special import softmax
 
-import competition.tune as tune
-import competition.tune.trials as trials
+import competition.tuning as tune
+import competition.tuning.trials as trials
+from competition.cli import main
 from competition.config import load_config
-from competition.cv import run_cv
-from competition.leaderboard import leaderboard
-from competition.runs import load_run
-from run import main
+from competition.store.runs import load_run
+from competition.tracking.leaderboard import leaderboard
+from competition.train.cv import run_cv
 
 TINY = {"epochs": 1, "folds": 2, "workers": 1, "device": "cpu", "models": "image,audio"}
 
@@ -168,7 +168,7 @@ def test_sampler_seed_is_reproducible_alone_and_per_process_when_shared(tiny_src
 
 
 def test_submission_scored_by_its_consensus_labels_when_applied(tmp_path):
-    from competition.leaderboard import submission_rows
+    from competition.tracking.leaderboard import submission_rows
 
     workdir, subs = tmp_path / "folds", tmp_path / "subs"
     subs.mkdir()

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from test_submit import fake_run
 
-from competition import cv
-from competition.artifacts import write_json
-from competition.data import load_competition
-from competition.folds import load_or_make_folds
-from competition.pseudo import _fold_weights, confidence_threshold, fold_pseudo_labels
-from run import main
+from competition.cli import main
+from competition.data.load import load_competition
+from competition.splits.folds import load_or_make_folds
+from competition.store.atomic import write_json
+from competition.train import cv
+from competition.train.pseudo import _fold_weights, confidence_threshold, fold_pseudo_labels
 
 # --- the per-fold sets, pure ----------------------------------------------------------------------------------
 

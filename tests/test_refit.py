@@ -7,11 +7,11 @@ import json
 import numpy as np
 from scipy.special import log_softmax, softmax
 
-import competition.refit as refit
-from competition import cv
-from competition.artifacts import write_json
-from competition.data import load_competition
-from competition.runs import read_run_config
+import competition.train.refit as refit
+from competition.data.load import load_competition
+from competition.store.atomic import write_json
+from competition.store.runs import read_run_config
+from competition.train import cv
 from tests.test_submit import fake_run, submit
 
 

@@ -15,12 +15,13 @@ import pytest
 from conftest import make_competition
 from matplotlib.image import imread
 
-from competition.artifacts import write_npz
+from competition.cli import main
 from competition.config import load_config
-from competition.cv import run_cv
-from competition.reports import build_report, cluster_scores, find_run, tsne_2d
-from competition.runs import read_run_config
-from run import main
+from competition.reporting.analysis import build_report
+from competition.reporting.embeddings import cluster_scores, tsne_2d
+from competition.store.atomic import write_npz
+from competition.store.runs import find_run, read_run_config
+from competition.train.cv import run_cv
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,14 @@ import torch
 from conftest import ROOT
 from torch import nn
 
-from competition import augment, cv, training
-from competition.config import CONFIG_DIR, Config, load_config
-from competition.data import duplicate_ids, load_competition
-from competition.errors import UserError
+from competition.config import Config, load_config
+from competition.data.duplicates import duplicate_ids
+from competition.data.load import load_competition
 from competition.models import create_model, model_hparams
+from competition.train import augment, cv
+from competition.train import learner as training
+from competition.utils.errors import UserError
+from competition.utils.paths import RECIPES_DIR
 
 IMAGE_TRANSFORMS = [
     (augment.random_shift, 3),
@@ -124,7 +127,7 @@ def test_augmentation_config_keys_are_validated():
         load_config(None, {"erase_p": "1.5"})
     with pytest.raises(UserError, match="time_mask"):
         load_config(None, {"time_mask": "40"})
-    cfg = load_config(CONFIG_DIR / "robust.toml")
+    cfg = load_config(RECIPES_DIR / "robust.toml")
     assert cfg.modality_dropout > 0 and cfg.audio_mix > 0 and cfg.erase > 0
     assert cfg.for_model("fusion").audio_mix > 0 and cfg.for_model("audio").audio_mix == 0
 

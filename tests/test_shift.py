@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from competition.adversarial import _likeness, adversarial_auc, adversarial_validation, load, save
-from competition.blend import Agreement, odd_ones_out, shifted_blocks
-from competition.data import Competition, duplicate_groups
-from competition.errors import UserError
-from competition.folds import load_or_make_folds
-from competition.speakers import speaker_clusters
+from competition.data.duplicates import duplicate_groups
+from competition.data.load import Competition
+from competition.ensemble.blend import Agreement, odd_ones_out, shifted_blocks
+from competition.splits.adversarial import _likeness, adversarial_auc, adversarial_validation, load, save
+from competition.splits.folds import load_or_make_folds
+from competition.splits.speakers import speaker_clusters
+from competition.utils.errors import UserError
 
 
 def _recordings(speakers: list[int], rng: np.random.Generator, takes: int = 4) -> tuple[np.ndarray, np.ndarray]:

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
-from competition.blend import blend_models
-from competition.stack import fit_stacker, nested_stack, stack_features, stacker_probs
+from competition.ensemble.blend import blend_models
+from competition.ensemble.stack import fit_stacker, nested_stack, stack_features, stacker_probs
 from tests.test_blend import complementary
 from tests.test_submit import fake_run, submit
 

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from conftest import one_hot_logits
 
-from competition.artifacts import write_json, write_npz
-from competition.data import load_competition
-from competition.runs import split_fingerprint
-from run import main
+from competition.cli import main
+from competition.data.load import load_competition
+from competition.store.atomic import write_json, write_npz
+from competition.store.runs import split_fingerprint
 
 # --- hand-written runs, the submit command -------------------------------------------------------------------
 
@@ -232,7 +232,7 @@ def test_score_missing_file_is_a_user_error(tmp_path, capsys):
 
 def test_submit_and_score_a_real_cv_run(tmp_path, tiny_data, capsys):
     from competition.config import load_config
-    from competition.cv import run_cv
+    from competition.train.cv import run_cv
 
     cfg = load_config(None, {"epochs": 1, "folds": 2, "workers": 1, "models": "fusion,audio", "device": "cpu"})
     run_cv(cfg, tiny_data, tmp_path / "wd", "tiny", quiet=True)

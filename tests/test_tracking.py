@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from competition.tracking import flat_params, tracking_uri
-from run import main
+from competition.cli import main
+from competition.tracking.mlflow import flat_params, tracking_uri
 
 QUICK = ["--folds", "2", "--epochs", "1"]
 

@@ -17,12 +17,12 @@ import pytest
 from conftest import make_competition
 from optuna.trial import TrialState
 
-import competition.tune as tune
-import competition.tune.trials as trials
-from competition.claims import start_ticks
+import competition.tuning as tune
+import competition.tuning.trials as trials
+from competition.cli import main
 from competition.config import Config, load_config
-from competition.errors import UserError
-from run import main
+from competition.store.claims import start_ticks
+from competition.utils.errors import UserError
 
 QUICK = ["--folds", "2", "--epochs", "1", "--threads", "1"]
 STUDY = "t"

@@ -21,7 +21,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-import competition.tune as tune
+import competition.tuning as tune
 
 
 def _server_bin() -> Path:

@@ -1,0 +1,412 @@
+"""Runs: the one place that knows a cv run folder: its paths, its config.json, loading its fold files into one
+typed ``Run``, and the data / split fingerprint checks that cv, submit, report and tune share.
+
+Layout of a run ``<workdir>/<run>/``: ``config.json`` (resolved config + data and split fingerprints),
+``environment.json``, ``<model>/fold<k>.npz`` (val_idx, oof_logits, test_logits, result; written last, so it
+marks the unit done), ``<model>/fold<k>.pt`` (weights, audio scaler and the resolved config),
+``<model>/fold<k>_history.csv``, ``scores.csv``, ``summary.json``; a pseudo-label round (``cv --pseudo``) also
+``pseudo.npz`` and ``pseudo.json`` (pseudo.py); while a command trains a unit,
+``<model>/fold<k>.claim`` (its owner: ``claims.py``), and ``.lock`` (the lock of config.json updates).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock, Timeout
+
+from competition.config import Config
+from competition.data.load import N_CLASSES, Competition
+from competition.store.atomic import write_json
+from competition.utils.console import console
+from competition.utils.errors import UserError
+from competition.utils.validation import check_name
+
+CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"
+LOCK_TIMEOUT = 120.0  # seconds to wait for the run's lock before giving up
+_FOLD_FILE = re.compile(r"fold(\d+)(?:\.npz|\.pt|_history\.csv)")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def unit_path(run_dir: Path, model: str, fold: int) -> Path:
+    """The fold file of one (model, fold) unit: its predictions; its presence marks the unit finished."""
+    return run_dir / model / f"fold{fold}.npz"
+
+
+def checkpoint_path(run_dir: Path, model: str, fold: int) -> Path:
+    return run_dir / model / f"fold{fold}.pt"
+
+
+def history_path(run_dir: Path, model: str, fold: int) -> Path:
+    return run_dir / model / f"fold{fold}_history.csv"
+
+
+def claim_path(run_dir: Path, model: str, fold: int) -> Path:
+    """The claim of a unit that a command is training (see ``claims.py``)."""
+    return run_dir / model / f"fold{fold}.claim"
+
+
+def fold_number(path: Path) -> int | None:
+    """The fold of a unit file (``fold3.npz``, ``fold3.pt``, ``fold3_history.csv`` -> 3); None for other files."""
+    m = _FOLD_FILE.fullmatch(path.name)
+    return int(m.group(1)) if m else None
+
+
+def unit_files(model_dir: Path, pattern: str = "fold*.npz") -> list[tuple[int, Path]]:
+    """``(fold, path)`` of a model folder's unit files matching ``pattern``, in fold order."""
+    found = [(fold_number(p), p) for p in model_dir.glob(pattern)]
+    return sorted((k, p) for k, p in found if k is not None)
+
+
+def split_fingerprint(fold_of: np.ndarray) -> str:
+    """A short hash of a fold assignment: runs blended or resumed together must share it."""
+    return hashlib.sha256(fold_of.astype(np.int64).tobytes()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- one unit
+
+
+@dataclass
+class UnitResult:
+    """The scores and cost of one trained (model, fold) unit (stored in its fold file as JSON)."""
+
+    model: str
+    fold: int
+    macro_f1: float = math.nan
+    accuracy: float = math.nan
+    seconds: float = math.nan
+    epochs: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+
+@dataclass
+class Unit:
+    """One fold file: the validation rows, their out-of-fold logits (n_val, 10), the test logits (M, 10)."""
+
+    fold: int
+    val_idx: np.ndarray
+    oof_logits: np.ndarray
+    test_logits: np.ndarray
+    result: UnitResult
+
+
+def load_unit(path: Path) -> Unit:
+    """Read one ``fold<k>.npz`` whole; an unreadable, truncated or incomplete file is a UserError naming it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            val_idx, oof, test, raw = z["val_idx"], z["oof_logits"], z["test_logits"], str(z["result"])
+        fields = {f.name for f in dataclasses.fields(UnitResult)}
+        result = UnitResult(**{k: v for k, v in json.loads(raw).items() if k in fields})
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+        # json.JSONDecodeError is a ValueError; a truncated zip raises BadZipFile or EOFError
+        raise UserError(
+            f"{path}: unreadable or incomplete fold file ({type(e).__name__}); fix: delete it and rerun "
+            "`run.py cv` with the run's flags, which trains that fold again"
+        ) from None
+    return Unit(fold_number(path), val_idx, oof, test, result)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read one ``fold<k>.pt`` (weights, hyperparameters, the fold's audio scaler); an unreadable or incomplete
+    file is a UserError naming it. torch is imported here only: reading fold files needs none."""
+    import torch
+
+    try:
+        # Our own checkpoint (written by cv.train_unit); it holds numpy arrays, hence weights_only=False.
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(ckpt, dict) or not {"hparams", "state_dict", "audio_mean", "audio_scale"} <= ckpt.keys():
+            raise KeyError("missing keys")
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ... for a damaged file
+        raise UserError(
+            f"{path}: unreadable or incomplete model checkpoint ({type(e).__name__}); fix: delete it and its "
+            f"{path.with_suffix('.npz').name}, then rerun `run.py cv` with the run's flags (it trains that fold again)"
+        ) from None
+    return ckpt
+
+
+def unit_finished(run_dir: Path, model: str, fold: int) -> bool:
+    """Whether the unit's fold file exists and reads; an unreadable one is trained again (and cv says so)."""
+    path = unit_path(run_dir, model, fold)
+    if not path.exists():
+        return False
+    try:
+        load_unit(path)
+    except UserError:
+        console.print(f"[yellow]warning:[/] {path}: unreadable or incomplete fold file; training that unit again")
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- the run's config
+
+
+def write_run_config(run_dir: Path, config: dict[str, Any], comp: Competition, split_fp: str, **extra: Any) -> None:
+    """``config.json``: the resolved config and the data and split it was made on (plus ``extra`` keys)."""
+    meta = {"config": config, "data": str(comp.root), "data_fingerprint": comp.fingerprint}
+    write_json(run_dir / CONFIG_FILE, meta | {"split_fingerprint": split_fp} | extra)
+
+
+@contextmanager
+def run_lock(run_dir: Path, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the run folder's lock (``<run>/.lock``, an flock: the kernel releases it if its holder dies)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(run_dir / LOCK_FILE, timeout=timeout):
+            yield
+    except Timeout:
+        raise UserError(
+            f"{run_dir / LOCK_FILE}: another command has held the run's lock for {timeout:.0f}s; "
+            "fix: wait for it, or stop the command that hangs"
+        ) from None
+
+
+def add_to_run_config(run_dir: Path, cfg: Config, comp: Competition, split_fp: str) -> None:
+    """Create the run's config.json, or check that the run may be resumed with ``cfg`` and add its models to the
+    saved list; read, merge and write under the run's lock, so two commands adding models never lose one."""
+    with run_lock(run_dir):
+        saved = check_resumable(run_dir, cfg, comp, split_fp)
+        models = sorted(set(saved["config"].get("models", []) if saved else []) | set(cfg.models))
+        write_run_config(run_dir, cfg.to_dict() | {"models": models}, comp, split_fp)
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """A run's ``config.json`` (keys config, data, data_fingerprint, split_fingerprint); UserError if absent/bad."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a cv run (no config.json); fix: pass --run with a run made by `run.py cv`")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        meta = {"error": str(e)}
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("config"), dict)
+        or not {"folds", "models"} <= meta["config"].keys()
+    ):
+        raise UserError(
+            f"{path}: unreadable run config (not the config.json `run.py cv` writes); fix: restore it, or delete "
+            f"{run_dir} and rerun `run.py cv --run {run_dir.name}`"
+        )
+    return meta
+
+
+def data_mismatch(meta: dict, comp: Competition) -> bool:
+    """Whether a run was made on other data than ``comp`` (its folder may have moved; its contents may not)."""
+    return meta.get("data_fingerprint") != comp.fingerprint
+
+
+def check_same_data(
+    run_dir: Path, meta: dict, comp: Competition, fix: str = "pass the --data the run was made on"
+) -> None:
+    """UserError when the run in ``run_dir`` (its config.json ``meta``) was made on other data than ``comp``."""
+    if data_mismatch(meta, comp):
+        raise UserError(
+            f"{run_dir / CONFIG_FILE}: run {run_dir.name!r} was made on data {meta.get('data')} "
+            f"(fingerprint {meta.get('data_fingerprint')}), not --data {comp.root} ({comp.fingerprint}); fix: {fix}"
+        )
+
+
+def check_resumable(run_dir: Path, cfg: Config, comp: Competition, split_fp: str) -> dict | None:
+    """A run folder holds one recipe on one data folder and split: refuse to mix, never overwrite.
+    Returns the saved ``config.json`` (None for a new run)."""
+    path = run_dir / CONFIG_FILE
+    if not path.exists():
+        return None
+    saved = read_run_config(run_dir)
+    # A key added to Config after the run was made defaults to "off", which is what the run computed.
+    before = Config().to_dict() | saved["config"]
+    diffs = [f"{k}: {before[k]!r} -> {v!r}" for k, v in cfg.result_dict().items() if before[k] != v]
+    if data_mismatch(saved, comp):
+        diffs.append("data folder contents differ")
+    if saved.get("split_fingerprint") != split_fp:
+        diffs.append("fold split differs")
+    if diffs:
+        raise UserError(
+            f"{path}: run {run_dir.name!r} was made with other settings ({'; '.join(diffs)}); "
+            f"fix: pass --run NEW_NAME, or delete {run_dir} to start it over"
+        )
+    return saved
+
+
+def missing_folds(run_dir: Path, meta: dict) -> dict[str, list[int]]:
+    """``{model: [fold, ...]}`` of the run's configured units that have no fold file yet."""
+    k = meta["config"]["folds"]
+    out = {m: [f for f in range(k) if not unit_path(run_dir, m, f).is_file()] for m in meta["config"]["models"]}
+    return {m: f for m, f in out.items() if f}
+
+
+def latest_run(workdir: Path) -> str:
+    """The run under ``workdir`` whose every model has every fold, with the newest fold file."""
+    if not workdir.is_dir():
+        raise UserError(f"{workdir}: workdir not found; fix: run `run.py cv` first or pass --workdir DIR")
+    finished, unfinished = [], []
+    for run_dir in sorted(p for p in workdir.iterdir() if (p / CONFIG_FILE).is_file()):
+        try:
+            meta = read_run_config(run_dir)
+        except UserError:
+            continue
+        if missing_folds(run_dir, meta):
+            unfinished.append(run_dir.name)
+            continue
+        newest = max((p.stat().st_mtime for p in run_dir.glob("*/fold*.npz")), default=0.0)
+        finished.append((newest, run_dir.name))
+    if not finished:
+        what = f"only unfinished runs ({', '.join(unfinished)})" if unfinished else "no cv runs"
+        raise UserError(f"{workdir}: {what}; fix: finish one with `run.py cv`, or pass --run NAME / --workdir DIR")
+    return max(finished)[1]
+
+
+def find_run(workdir: Path, run: str | None) -> Path:
+    """``workdir/run``, or the latest finished run when ``run`` is None."""
+    if run is not None:
+        run_dir = workdir / check_name(run, "--run", "run")
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise UserError(f"--run {run}: no run at {run_dir}; fix: name a folder made by `python run.py cv`")
+        return run_dir
+    return workdir / latest_run(workdir)
+
+
+# --------------------------------------------------------------------------- loading a run
+
+
+@dataclass
+class Run:
+    """A run's loaded fold files: per model the out-of-fold (N, 10) logits (NaN rows where a fold is not
+    finished), the fold test logits (K, M, 10) and the fold results."""
+
+    name: str
+    dir: Path
+    meta: dict  # config.json: config, data, data_fingerprint, split_fingerprint
+    oof: dict[str, np.ndarray]
+    test: dict[str, np.ndarray]
+    folds: dict[str, list[UnitResult]]
+    fold_of: np.ndarray  # (N,) the fold of each training row from the saved val_idx, -1 where none
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.oof)
+
+
+def load_run(run_dir: Path, n_train: int, models: list[str] | None = None) -> Run:
+    """Every finished unit of a run, as far as it got (for cv's scores, report and tune)."""
+    meta = read_run_config(run_dir)
+    units = {}
+    for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
+        files = unit_files(model_dir)
+        if files and (models is None or model_dir.name in models):
+            units[model_dir.name] = [p for _, p in files]
+    return _assemble(run_dir, meta, units, n_train)
+
+
+def load_finished_run(
+    run_dir: Path, comp: Competition, models: list[str] | None = None, meta: dict | None = None
+) -> Run:
+    """A run whose every wanted model has every fold, each array the shape ``comp`` calls for (for submit);
+    ``meta``: its config.json when the caller has read it already."""
+    meta = read_run_config(run_dir) if meta is None else meta
+    names = [m for m in meta["config"]["models"] if models is None or m in models]
+    missing = {m: f for m, f in missing_folds(run_dir, meta).items() if m in names}
+    if missing:
+        m, f = next(iter(missing.items()))
+        raise UserError(
+            f"{run_dir / m}: fold(s) {','.join(map(str, f))} of {meta['config']['folds']} missing; fix: finish the "
+            f"run with `run.py cv --run {run_dir.name}` (same flags), or leave the model out with --models"
+        )
+    units = {m: [unit_path(run_dir, m, f) for f in range(meta["config"]["folds"])] for m in names}
+    return _assemble(run_dir, meta, units, comp.n_train, comp)
+
+
+def _assemble(
+    run_dir: Path, meta: dict, units: dict[str, list[Path]], n_train: int, comp: Competition | None = None
+) -> Run:
+    """Load each model's fold files into a Run; with ``comp``, check every file against the data's shapes."""
+    run = Run(run_dir.name, run_dir, meta, {}, {}, {}, np.full(n_train, -1, dtype=np.int64))
+    for m, paths in units.items():
+        fold_of = np.full(n_train, -1, dtype=np.int64)
+        oof = np.full((n_train, N_CLASSES), np.nan, dtype=np.float32)
+        tests = []
+        run.folds[m] = []
+        for path in paths:
+            u = load_unit(path)
+            if comp is not None:
+                _check_unit(u, path, comp, run_dir.name, fold_of)
+            fold_of[u.val_idx] = u.fold
+            oof[u.val_idx] = u.oof_logits
+            tests.append(u.test_logits)
+            run.folds[m].append(u.result)
+        run.oof[m], run.test[m], run.fold_of = oof, np.stack(tests), fold_of
+        if comp is not None and ((fold_of == -1).any() or split_fingerprint(fold_of) != meta.get("split_fingerprint")):
+            raise UserError(
+                f"{run_dir / m}: its folds' validation rows are not the run's saved split; "
+                f"fix: rerun `run.py cv --run {run_dir.name}` in a clean workdir"
+            )
+    return run
+
+
+def _check_unit(u: Unit, path: Path, comp: Competition, run_name: str, fold_of: np.ndarray) -> None:
+    """One fold file fits the data: test rows, validation rows, finite values, no overlap with another fold."""
+    n = comp.n_train
+    if u.test_logits.shape != (comp.n_test, N_CLASSES):
+        raise UserError(
+            f"{path}: test predictions have shape {u.test_logits.shape}, expected ({comp.n_test}, {N_CLASSES}) for "
+            f"the rows of {comp.root / 'sample_submission.csv'}; fix: pass the --data the run was made on"
+        )
+    val_idx, o = u.val_idx, u.oof_logits
+    if o.shape != (len(val_idx), N_CLASSES) or val_idx.min(initial=0) < 0 or val_idx.max(initial=0) >= n:
+        raise UserError(
+            f"{path}: out-of-fold predictions {o.shape} do not fit {len(val_idx)} validation rows of "
+            f"{n} training rows; fix: delete it and rerun `run.py cv --run {run_name}`"
+        )
+    if not (np.isfinite(o).all() and np.isfinite(u.test_logits).all()):
+        raise UserError(f"{path}: NaN/inf predictions (a diverged model); fix: delete it and rerun the fold")
+    if (fold_of[val_idx] != -1).any():
+        raise UserError(f"{path}: validation rows overlap another fold's; fix: rerun the run in a new workdir")
+
+
+def load_runs(workdir: Path, names: list[str], comp: Competition, models: list[str] | None) -> list[Run]:
+    """Load several finished runs, refusing runs made on different data folders or different fold assignments.
+
+    ``models`` items are ``model`` (in every run) or ``run/model``; a run all of whose models they leave out
+    takes no part.
+    """
+    if len(set(names)) != len(names):
+        raise UserError(f"--run: a run is named twice ({', '.join(names)}); fix: name each run once")
+    dirs = [workdir / check_name(n, "--run", "run") for n in names]
+    for d in dirs:
+        if not d.is_dir():
+            raise UserError(f"{d}: run not found; fix: pass --run with a folder under --workdir {workdir}")
+    metas = [read_run_config(d) for d in dirs]
+    for key, what in [("data_fingerprint", "data folders"), ("split_fingerprint", "fold assignments")]:
+        values = {n: m.get(key) for n, m in zip(names, metas, strict=True)}
+        if len(set(values.values())) > 1:
+            detail = ", ".join(f"{n}: {v}" for n, v in values.items())
+            raise UserError(
+                f"--run: runs were made on different {what} ({key} {detail}); "
+                "fix: blend only runs of one data folder and one workdir split"
+            )
+    check_same_data(dirs[0], metas[0], comp)
+    split = [m.rpartition("/")[::2] for m in models or []]
+    runs = []
+    for d, meta in zip(dirs, metas, strict=True):
+        wanted = None if models is None else [model for run, model in split if run in ("", d.name)]
+        runs.append(load_finished_run(d, comp, wanted, meta))
+    for item, (run, model) in zip(models or [], split, strict=True):
+        if not any(model in r.oof and run in ("", r.name) for r in runs):
+            raise UserError(f"--models: {item!r} is not a model of run(s) {', '.join(names)}; fix the name")
+    return [r for r in runs if r.oof]

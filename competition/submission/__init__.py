@@ -1,0 +1,1 @@
+"""The submission layer: blending finished runs into a validated submission, and scoring one."""

@@ -1,0 +1,1 @@
+"""The tracking layer: the leaderboard of a workdir and optional MLflow logging."""

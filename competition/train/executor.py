@@ -1,0 +1,120 @@
+"""Executor: how a cv run trains its claimed units: one by one in this process, or in parallel local processes
+(joblib's loky), each single-threaded on CPU; the Dask executor (``dask.py``) follows the same protocol."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import threading
+from typing import Protocol
+
+from competition.config import Config
+from competition.train.progress import CVProgress, DirectSink, EpochEvent, NoProgress
+from competition.train.unit import CVJob, planned_epochs, train_unit
+
+Units = list[tuple[str, int]]  # [(model, fold)]
+
+
+class Executor(Protocol):
+    """Trains ``todo`` units of ``job`` and returns when each has been written (or raises)."""
+
+    def execute(self, job: CVJob, todo: Units, quiet: bool) -> None: ...
+
+
+def plan_workers(cfg: Config, device: str, n_units: int) -> tuple[int, int]:
+    """(processes, torch threads each). On CPU every unit trains single-threaded, so its numbers do not
+    depend on --workers (a different thread count changes float summation order), and one process per
+    core trains ~1.45x faster than one process using every core (bench/cv_speed.py). On a GPU, --workers N
+    unit processes share the one device (default 1: not yet measured on a GPU)."""
+    if device == "cuda":
+        return max(1, min(cfg.workers or 1, n_units)), 1
+    workers = cfg.workers or os.cpu_count() or 1
+    return max(1, min(workers, n_units)), 1
+
+
+class LocalExecutor:
+    """Trains units on this machine: in this process when one worker is planned, else in loky processes."""
+
+    def __str__(self) -> str:
+        return "this machine"
+
+    def execute(self, job: CVJob, todo: Units, quiet: bool) -> None:
+        cfg = job.cfg
+        workers, threads = plan_workers(cfg, job.device, len(todo))
+        planned = {m: planned_epochs(cfg, m) for m in cfg.models}
+        with CVProgress(sum(planned[m] for m, _ in todo), planned) if not quiet else NoProgress() as progress:
+            if workers == 1:
+                for model, fold in todo:
+                    progress.unit_trained(train_unit(job, model, fold, threads, DirectSink(progress)))
+                return
+            _parallel(job, todo, workers, threads, progress)
+
+
+def _parallel(job: CVJob, todo: Units, workers: int, threads: int, progress) -> None:
+    from multiprocessing.managers import SyncManager
+
+    from joblib import Parallel, delayed, parallel_config
+
+    # Ctrl-C reaches the whole process group: only this process acts on it. The helper processes ignore
+    # it, and joblib stops the workers (loky kills their process trees with psutil).
+    manager = SyncManager()
+    manager.start(signal.signal, (signal.SIGINT, signal.SIG_IGN))
+    loky = parallel_config("loky", initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN))
+    with manager, loky, _stop_helpers_on_sigint():
+        events = manager.Queue()
+        stop = threading.Event()
+
+        def drain() -> None:  # forward the workers' per-epoch events to the live display
+            while not stop.is_set() or not events.empty():
+                try:
+                    event: EpochEvent = events.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                except (EOFError, OSError, BrokenPipeError):
+                    return
+                progress.epoch(event)
+
+        drainer = threading.Thread(target=drain, daemon=True)
+        drainer.start()
+        try:
+            results = Parallel(n_jobs=workers, return_as="generator_unordered")(
+                delayed(train_unit)(job, m, k, threads, events) for m, k in todo
+            )
+            for result in results:
+                progress.unit_trained(result)
+        finally:
+            stop.set()
+            drainer.join(timeout=2)
+
+
+@contextlib.contextmanager
+def _stop_helpers_on_sigint():
+    """Ctrl-C during a parallel run kills the worker and manager processes at once and raises KeyboardInterrupt.
+    The interrupt alone could land inside joblib's wait loop and be lost there, leaving the run waiting on
+    workers for minutes; with the workers gone, joblib fails fast and the failure is reported as the interrupt."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    import psutil
+
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        interrupted.set()
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "resource_tracker" not in " ".join(child.cmdline()):  # it cleans up after the others
+                    child.kill()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    except Exception:
+        if interrupted.is_set():
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,114 @@
+"""Unit: one (model, fold) unit of a cv run: its seed, the fitting recipe it shares with full-data refits
+(``fit_unit``), and ``train_unit``, which trains it and writes its files into the run folder (fold file last)."""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from competition.config import Config
+from competition.data.duplicates import duplicate_groups
+from competition.data.load import Competition, fit_audio_scaler
+from competition.metrics import scores
+from competition.splits.kinds import inner_split
+from competition.store.atomic import write_npz, write_text, write_torch
+from competition.store.runs import UnitResult, checkpoint_path, history_path, unit_path
+from competition.train.learner import Learner, check_finite, model_kwargs
+from competition.train.progress import EpochEvent, EventSink
+
+PseudoRows = dict[int, tuple[np.ndarray, np.ndarray]]  # {fold: (test row indices, their pseudo-labels)}
+
+
+@dataclass(frozen=True)
+class CVJob:
+    """What every unit of one cv run shares: the data, the split, the recipe, the run folder, where to train,
+    and (``cv --pseudo``) each fold's pseudo-labelled test rows."""
+
+    comp: Competition
+    fold_of: np.ndarray  # (N,) fold of each training row
+    cfg: Config
+    run_dir: Path
+    device: str
+    pseudo: PseudoRows = field(default_factory=dict)
+
+
+def unit_seed(seed: int, model: str, fold: int) -> int:
+    """A distinct, stable seed per (model, fold): crc32 is the same in every process (unlike hash())."""
+    return (seed * 1_000_003 + zlib.crc32(model.encode()) + 7919 * fold) % 2**31
+
+
+def planned_epochs(cfg: Config, model: str) -> int:
+    """The epochs a unit of ``model`` trains (with early stopping, the most it may train: it often stops sooner)."""
+    cfg = cfg.for_model(model)
+    return cfg.max_epochs if cfg.early_stop else cfg.epochs
+
+
+def inner_rows(comp: Competition, rows: np.ndarray, cfg: Config, seed: int) -> np.ndarray:
+    """Positions in ``rows`` of the inner split early stopping watches, rows sharing an exact duplicate kept on one
+    side (else the inner loss falls with memorisation and never stops falling). Duplicate groups whatever the
+    split: under the cluster split, holding a whole speaker-like cluster out until the decay kept half a fold's
+    rows from the stable phase and cost the audio model (docs/shift.md)."""
+    return inner_split(comp.y[rows], duplicate_groups(comp.image, comp.audio)[rows], cfg.inner_share, seed)
+
+
+def fit_unit(
+    comp: Competition, cfg: Config, model: str, rows: np.ndarray, seed: int, device: str, threads: int,
+    val_rows: np.ndarray | None = None, extra: tuple[np.ndarray, np.ndarray] | None = None, on_epoch=None,
+) -> tuple[Learner, np.ndarray, dict]:  # fmt: skip
+    """Train ``model`` (recipe ``cfg``, its per-model keys applied) on the training ``rows`` (and the test rows
+    ``extra`` = (indices, pseudo-labels) after them) with the audio scaler fit on ``rows``; returns the learner,
+    its (M, 10) test logits and its checkpoint dict. ``val_rows`` are scored each epoch for the history only. The
+    one fitting recipe of fold units and full-data refits (refit.py)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    scaler = fit_audio_scaler(comp.audio, rows)  # training rows only: no leakage from validation rows
+    audio = scaler.transform(comp.audio).astype(np.float32)
+    test_audio = scaler.transform(comp.test_audio).astype(np.float32)
+    inner = inner_rows(comp, rows, cfg, seed) if cfg.early_stop else None  # never a validation row
+    train = (comp.image[rows], audio[rows], comp.y[rows])
+    if extra is not None:  # cv --pseudo: the fold's confident test rows with their labels (pseudo.py)
+        idx, labels = extra
+        pseudo_rows = (comp.test_image[idx], test_audio[idx], labels)
+        train = tuple(np.concatenate(p) for p in zip(train, pseudo_rows, strict=True))  # after the fold's own rows
+    val = None if val_rows is None else (comp.image[val_rows], audio[val_rows], comp.y[val_rows])
+    learner = Learner(model, cfg, seed=seed, device=device)
+    learner.fit(*train, val=val, on_epoch=on_epoch, inner=inner)  # inner: positions among ``rows``
+    test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
+    check_finite(model, cfg, learner.epochs_, test)
+    checkpoint = {
+        "model": model,
+        "config": cfg.to_dict(),  # the resolved recipe this unit trained with (nanoGPT keeps it likewise)
+        "hparams": model_kwargs(model, cfg),
+        "state_dict": {k: v.cpu() for k, v in learner.model_.state_dict().items()},
+        "audio_mean": scaler.mean_,
+        "audio_scale": scaler.scale_,
+    }
+    return learner, test, checkpoint
+
+
+def train_unit(job: CVJob, model: str, fold: int, threads: int, events: EventSink | None = None) -> UnitResult:
+    """Train one model on one fold of ``job`` and write its artifacts; returns the fold's scores and time."""
+    comp, cfg, run_dir = job.comp, job.cfg.for_model(model), job.run_dir  # the recipe with [per_model.<model>] keys
+    t0 = time.perf_counter()
+    tr, va = np.flatnonzero(job.fold_of != fold), np.flatnonzero(job.fold_of == fold)
+
+    def on_epoch(row: dict) -> None:
+        if events is not None:
+            events.put(EpochEvent(model, fold, planned_epochs(cfg, model), row))
+
+    seed, extra = unit_seed(cfg.seed, model, fold), job.pseudo.get(fold)
+    learner, test, checkpoint = fit_unit(comp, cfg, model, tr, seed, job.device, threads, va, extra, on_epoch)
+    oof = learner.val_logits_  # (n_val, 10), from the final epoch's validation pass
+    seconds = time.perf_counter() - t0
+    write_text(history_path(run_dir, model, fold), pd.DataFrame(learner.history_).to_csv(index=False))
+    write_torch(checkpoint_path(run_dir, model, fold), checkpoint)
+    result = UnitResult(model, fold, **scores(comp.y[va], oof), seconds=seconds, epochs=learner.epochs_)
+    # Written last: its presence marks the unit finished.
+    write_npz(unit_path(run_dir, model, fold), val_idx=va, oof_logits=oof, test_logits=test, result=result.to_json())
+    return result
