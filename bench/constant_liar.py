@@ -4,7 +4,7 @@ without the constant liar, and with the same sampler seed in both workers (what 
 on a shared journal drew before issue 13) or distinct seeds. Prints, per setting and over repeated studies,
 the best value found and the number of trials that repeat an earlier trial's exact parameter set.
 
-The objective is cheap and synthetic (a smooth function of the same 8 keys as configs/search.toml, with a
+The objective is cheap and synthetic (a smooth function of the same 8 keys as competition/configs/search.toml, with a
 sleep standing in for training so the two workers' trials overlap), so the settings can be compared over
 many studies in a minute:
 
@@ -26,7 +26,7 @@ import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-STARTUP = 10  # configs/search.toml's n_startup_trials
+STARTUP = 10  # competition/configs/search.toml's n_startup_trials
 
 
 def objective(trial: optuna.Trial, delay: float) -> float:

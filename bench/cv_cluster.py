@@ -12,7 +12,7 @@ import numpy as np
 
 from competition.config import load_config
 from competition.data.load import load_competition
-from competition.store.runs import load_run
+from competition.store.loading import load_run
 from competition.train.cv import run_cv
 from competition.train.dask import DaskExecutor as DaskUnits
 
@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--folds", type=int, default=2)
     ap.add_argument("--models", default="fusion,image,audio")
-    ap.add_argument("--config", default="configs/default.toml")
+    ap.add_argument("--config", default="default")
     a = ap.parse_args()
     keys = {"epochs": a.epochs, "folds": a.folds, "models": a.models, "workers": 2, "device": "cpu"}
     cfg = load_config(a.config, keys)

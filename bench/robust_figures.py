@@ -21,7 +21,7 @@ from scipy.stats import binomtest
 from competition.data.load import load_competition
 from competition.ensemble.blend import agreement_shift, blend_models, combine, fold_average, odd_ones_out, to_space
 from competition.metrics import macro_f1
-from competition.store.runs import load_runs
+from competition.store.loading import load_runs
 
 
 def run_scores(run, comp, holdout: pd.DataFrame | None, keep_shifted: bool) -> tuple[dict, dict, list[str], str]:

@@ -34,7 +34,7 @@ from bench import degrade  # noqa: E402
 from competition.data.load import load_competition  # noqa: E402
 from competition.ensemble.blend import fold_average  # noqa: E402
 from competition.metrics import macro_f1  # noqa: E402
-from competition.store.runs import load_runs  # noqa: E402
+from competition.store.loading import load_runs  # noqa: E402
 from competition.submission.score import score_submission  # noqa: E402
 
 SAME_NOISE = ["--snr", "inf,10,5,0", "--test-snr", "inf,10,5,0", "--test-occlude", "0.25", "--test-pixel-noise", "60"]

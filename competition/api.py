@@ -25,8 +25,9 @@ import pandas as pd
 from competition.config import Config, resolve_config
 from competition.data.load import Competition, load_competition
 from competition.reporting.analysis import DEFAULT_MAX_ROWS, build_report
+from competition.store.loading import load_runs
 from competition.store.predictions import OOF_FILE, TEST_FILE
-from competition.store.runs import find_run, latest_run, load_runs, read_run_config
+from competition.store.runs import find_run, latest_run, read_run_config
 from competition.submission.score import Score, score_submission
 from competition.submission.submit import Submission, make_submission
 from competition.tracking.leaderboard import leaderboard as _leaderboard

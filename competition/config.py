@@ -234,13 +234,14 @@ def read_toml(path: Path, what: str, fix_missing: str) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Defaults <- the TOML file <- overrides; unknown keys and bad values are UserErrors.
+    """Defaults <- the TOML file (a path, or a shipped recipe's name) <- overrides; unknown keys and bad values are
+    UserErrors.
 
     An override ``per_model.<model>.<key>`` changes one key of one model's table, keeping the others.
     """
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        path = recipe_path(path)  # a TOML file, or a shipped recipe's name
         raw = read_toml(
             path, "config file", "pass --config with a TOML file or a shipped recipe (default, robust, seed)"
         )

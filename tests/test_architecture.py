@@ -6,9 +6,8 @@ from __future__ import annotations
 import ast
 
 import grimp
-from importlinter.cli import lint_imports
-
 from conftest import ROOT
+from importlinter.cli import lint_imports
 
 
 def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:

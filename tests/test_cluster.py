@@ -15,7 +15,7 @@ import pytest
 
 from competition.cli import main
 from competition.config import load_config, to_toml
-from competition.store.runs import load_run
+from competition.store.loading import load_run
 from competition.train import dask as cluster_module
 from competition.train.cv import run_cv
 from competition.train.dask import DaskExecutor
@@ -69,14 +69,14 @@ class Progress:
     def __exit__(self, *exc):
         return None
 
-    def epoch(self, model, fold, epochs, row):
-        self.epochs.append((model, fold, epochs, row))
+    def epoch(self, event):
+        self.epochs.append((event.model, event.fold, event.planned, event.row))
 
-    def unit_trained(self, model, fold, result):
-        self.trained.append((model, fold))
+    def unit_trained(self, result):
+        self.trained.append((result.model, result.fold))
 
 
-def _dies_once(marker: str, log: str, run_dir: str, target: tuple[str, int], comp, fold_of, cfg, model, fold, *rest):
+def _dies_once(marker: str, log: str, run_dir: str, target: tuple[str, int], job, model, fold, *rest):
     """unit_task, but the first time through ``target`` it notes the finished fold files and kills its worker."""
     with open(log, "a") as f:
         f.write(f"{model} {fold}\n")
@@ -86,7 +86,7 @@ def _dies_once(marker: str, log: str, run_dir: str, target: tuple[str, int], com
         os.kill(os.getpid(), signal.SIGKILL)
     from competition.train import dask as cluster  # on the worker: the real one
 
-    return cluster.unit_task(comp, fold_of, cfg, model, fold, *rest)
+    return cluster.unit_task(job, model, fold, *rest)
 
 
 def test_cluster_run_with_a_worker_killed_mid_run_gives_the_local_oof(
@@ -101,7 +101,7 @@ def test_cluster_run_with_a_worker_killed_mid_run_gives_the_local_oof(
     progress = Progress()
     monkeypatch.setattr(cluster_module, "CVProgress", lambda total, planned: progress)
     with DaskExecutor(local_cluster.scheduler_address) as cl:
-        result = run_cv(load_config(None, TINY), tiny_src, tmp_path, "r", cluster=cl)
+        result = run_cv(load_config(None, TINY), tiny_src, tmp_path, "r", executor=cl)
     assert sorted(progress.trained) == [("audio", 0), ("audio", 1), ("image", 0), ("image", 1)]
     assert progress.epochs and all(e[2] == 1 and "val_macro_f1" in e[3] for e in progress.epochs)  # worker events
     finished_before = json.loads(marker.read_text())  # a worker did die

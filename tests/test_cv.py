@@ -18,8 +18,8 @@ import torch
 
 from competition.config import load_config
 from competition.data.load import load_competition
-from competition.store.runs import load_run
-from competition.train import cv
+from competition.store.loading import load_run
+from competition.train import cv, executor
 from competition.utils.errors import UserError
 
 TINY = {"epochs": 1, "folds": 2, "batch_size": 32, "workers": 1}
@@ -99,16 +99,16 @@ def test_parallel_workers_give_the_same_oof(tiny_data, tmp_path):
 
 
 def test_interrupted_run_keeps_finished_units_and_resumes(tiny_data, tmp_path, monkeypatch):
-    real = cv.train_unit
+    real = executor.train_unit
     calls = []
 
     def flaky(*args, **kwargs):
-        calls.append(args[3:5])
+        calls.append(args[1:3])
         if len(calls) == 3:
             raise KeyboardInterrupt  # Ctrl-C during the third unit
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cv, "train_unit", flaky)
+    monkeypatch.setattr(executor, "train_unit", flaky)
     with pytest.raises(KeyboardInterrupt):
         cv.run_cv(tiny_cfg(), tiny_data, tmp_path, "r", quiet=True)
     done = sorted(p.relative_to(tmp_path / "r").as_posix() for p in (tmp_path / "r").rglob("fold*.npz"))
@@ -116,11 +116,11 @@ def test_interrupted_run_keeps_finished_units_and_resumes(tiny_data, tmp_path, m
     assert not list(tmp_path.rglob("*.tmp"))
 
     calls.clear()
-    monkeypatch.setattr(cv, "train_unit", lambda *a, **k: calls.append(a[3:5]) or real(*a, **k))
+    monkeypatch.setattr(executor, "train_unit", lambda *a, **k: calls.append(a[1:3]) or real(*a, **k))
     resumed = cv.run_cv(tiny_cfg(), tiny_data, tmp_path, "r", quiet=True)
     assert calls == [("audio", 0), ("audio", 1), ("image", 0), ("image", 1)]  # only the unfinished units
     assert len(resumed.oof) == 3
-    monkeypatch.setattr(cv, "train_unit", real)
+    monkeypatch.setattr(executor, "train_unit", real)
     clean = cv.run_cv(tiny_cfg(), tiny_data, tmp_path / "clean", "r", quiet=True)
     for m, logits in oof_of(clean.run_dir, 240).items():
         np.testing.assert_array_equal(logits, oof_of(resumed.run_dir, 240)[m])

@@ -15,10 +15,11 @@ from competition.config import load_config
 from competition.data.duplicates import duplicate_groups
 from competition.data.load import load_competition
 from competition.splits.kinds import inner_split
-from competition.store.runs import UnitResult, load_run, read_run_config
-from competition.train import cv
+from competition.store.loading import load_run
+from competition.store.runs import UnitResult, read_run_config
+from competition.train import cv, unit
 from competition.train.learner import WSD, Learner
-from competition.train.progress import CVProgress
+from competition.train.progress import CVProgress, EpochEvent
 from competition.utils.errors import UserError
 
 ES = {"early_stop": True, "batch_size": 32, "workers": 1, "folds": 2}
@@ -65,7 +66,7 @@ def test_inner_rows_of_a_unit_are_its_training_rows_and_keep_duplicates_on_one_s
     cfg = load_config(None, ES | {"inner_share": 0.2})
     for fold in (0, 1):
         tr = np.flatnonzero(fold_of != fold)
-        inner = tr[cv.inner_rows(comp, tr, cfg, seed=7)]
+        inner = tr[unit.inner_rows(comp, tr, cfg, seed=7)]
         assert (fold_of[inner] != fold).all() and len(inner) > 0  # never a validation-fold row
         assert not set(groups[inner]) & set(groups[np.setdiff1d(tr, inner)])
 
@@ -94,7 +95,7 @@ def test_config_keys_are_validated_and_per_model():
     cfg = load_config(None, {"per_model.audio.early_stop": "true", "per_model.audio.max_epochs": "9"})
     assert cfg.for_model("audio").early_stop and cfg.for_model("audio").max_epochs == 9
     assert not cfg.for_model("image").early_stop
-    assert cv.planned_epochs(cfg, "audio") == 9 and cv.planned_epochs(cfg, "image") == cfg.epochs
+    assert unit.planned_epochs(cfg, "audio") == 9 and unit.planned_epochs(cfg, "image") == cfg.epochs
 
 
 def test_stops_before_max_epochs_on_an_easy_problem_and_the_validation_fold_steers_nothing():
@@ -157,7 +158,7 @@ def test_cv_with_early_stop_is_deterministic_and_records_the_epochs_trained(tiny
 def test_progress_takes_the_unused_epochs_of_an_early_stopped_unit_off_the_total():
     with CVProgress(2 * 10, {"image": 10}) as progress:
         for epoch in range(1, 5):
-            progress.epoch("image", 0, 10, {"epoch": epoch, "phase": "stable"})
-        progress.unit_trained("image", 0, UnitResult("image", 0, 0.9, 0.9, 1.0, epochs=4))
+            progress.epoch(EpochEvent("image", 0, 10, {"epoch": epoch, "phase": "stable"}))
+        progress.unit_trained(UnitResult("image", 0, 0.9, 0.9, 1.0, epochs=4))
         overall = progress.progress.tasks[progress.overall]
         assert overall.total == 14 and overall.completed == 4

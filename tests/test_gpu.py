@@ -8,16 +8,16 @@ import pytest
 
 from competition.config import load_config
 from competition.metrics import scores
-from competition.store.runs import load_run
-from competition.train import cv
+from competition.store.loading import load_run
+from competition.train import cv, executor
 
 TINY = {"epochs": 1, "folds": 2, "batch_size": 32}
 
 
 def test_workers_share_one_cuda_device_when_asked():
-    assert cv._plan_workers(load_config(None, {}), "cuda", 15) == (1, 1)  # default: one process owns the GPU
-    assert cv._plan_workers(load_config(None, {"workers": 4}), "cuda", 15) == (4, 1)
-    assert cv._plan_workers(load_config(None, {"workers": 4}), "cuda", 2) == (2, 1)  # never more than the units
+    assert executor.plan_workers(load_config(None, {}), "cuda", 15) == (1, 1)  # default: one process owns the GPU
+    assert executor.plan_workers(load_config(None, {"workers": 4}), "cuda", 15) == (4, 1)
+    assert executor.plan_workers(load_config(None, {"workers": 4}), "cuda", 2) == (2, 1)  # never more than the units
 
 
 @pytest.mark.gpu

@@ -19,7 +19,7 @@ import competition.tuning as tune
 import competition.tuning.trials as trials
 from competition.cli import main
 from competition.config import load_config
-from competition.store.runs import load_run
+from competition.store.loading import load_run
 from competition.tracking.leaderboard import leaderboard
 from competition.train.cv import run_cv
 
@@ -78,7 +78,7 @@ def test_runs_lists_every_run_and_submission_best_first(workdir, capsys):
     base_image = next(r for r in runs if r["run"] == "base" and r["model"] == "image")
     assert base_image["oof_macro_f1"] == summary["oof"]["image"]["macro_f1"]
     assert base_image["folds"] == 2 and base_image["epochs"] == 1 and base_image["train_seconds"] > 0
-    # what differs from configs/default.toml (the test recipe's batch size, smoothing... and lr for "fast")
+    # what differs from competition/configs/default.toml (the test recipe's batch size, smoothing... and lr for "fast")
     fast = next(r for r in runs if r["run"] == "fast")
     assert fast["recipe"]["lr"] == 0.01 and "lr" not in base_image["recipe"] and "epochs" not in fast["recipe"]
     # Config's image_dropout (0.5) is not default.toml's (0.1): a difference of the image model, not of audio

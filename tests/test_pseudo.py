@@ -14,7 +14,7 @@ from competition.cli import main
 from competition.data.load import load_competition
 from competition.splits.folds import load_or_make_folds
 from competition.store.atomic import write_json
-from competition.train import cv
+from competition.train import unit
 from competition.train.pseudo import _fold_weights, confidence_threshold, fold_pseudo_labels
 
 # --- the per-fold sets, pure ----------------------------------------------------------------------------------
@@ -118,13 +118,13 @@ def test_pseudo_rows_join_each_folds_training_rows_never_its_validation_rows(bas
     wd, sub = base
     comp = load_competition(tiny_data)
     seen = []
-    fit = cv.Learner.fit
+    fit = unit.Learner.fit
 
     def spy(self, image, audio, y, val=None, on_epoch=None, **kw):
         seen.append((image.copy(), y.copy(), val[0].copy()))
         return fit(self, image, audio, y, val=val, on_epoch=on_epoch, **kw)
 
-    monkeypatch.setattr(cv.Learner, "fit", spy)
+    monkeypatch.setattr(unit.Learner, "fit", spy)
     assert pseudo_cv(tiny_data, wd, sub) == 0
     out = capsys.readouterr().out
     assert "pseudo-labels of base.json (" in out and "fold 1: t=" in out

@@ -11,7 +11,7 @@ import competition.train.refit as refit
 from competition.data.load import load_competition
 from competition.store.atomic import write_json
 from competition.store.runs import read_run_config
-from competition.train import cv
+from competition.train import unit
 from tests.test_submit import fake_run, submit
 
 
@@ -37,23 +37,23 @@ def test_same_seed_same_refit_predictions_and_other_seeds_differ(tmp_path, tiny_
 
 def test_interrupted_refit_keeps_finished_seeds_and_resumes(tmp_path, tiny_data, monkeypatch, capsys):
     run = trainable_run(tmp_path / "wd", tiny_data)
-    fits, real = [], cv.Learner
+    fits, real = [], unit.Learner
 
-    class Interrupted(cv.Learner):
+    class Interrupted(unit.Learner):
         def fit(self, *args, **kwargs):
             fits.append(self.seed)
             if len(fits) == 2:
                 raise KeyboardInterrupt  # Ctrl-C during the second seed
             return super().fit(*args, **kwargs)
 
-    monkeypatch.setattr(cv, "Learner", Interrupted)
+    monkeypatch.setattr(unit, "Learner", Interrupted)
     assert submit(tmp_path / "wd", tiny_data, tmp_path / "sub", "--full", "--seeds", "2") == 130
     assert refit.refit_path(run, "audio", 0).is_file() and not refit.refit_path(run, "audio", 1).exists()
     assert not list((run / "audio").glob(".*.tmp")) and not list((tmp_path / "sub").glob("*"))
     first = np.load(refit.refit_path(run, "audio", 0))["test_logits"]
 
     fits.clear()
-    monkeypatch.setattr(cv, "Learner", real)
+    monkeypatch.setattr(unit, "Learner", real)
     assert submit(tmp_path / "wd", tiny_data, tmp_path / "sub", "--full", "--seeds", "2", "--name", "f") == 0
     assert "1 finished, 1 to train" in " ".join(capsys.readouterr().out.split())
     np.testing.assert_array_equal(np.load(refit.refit_path(run, "audio", 0))["test_logits"], first)  # kept

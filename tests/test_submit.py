@@ -206,11 +206,11 @@ def test_score_prints_metrics_per_class_and_confusion(tmp_path, capsys):
     "change, message",
     [
         (lambda d: d.iloc[1:], "1 row_id(s) of labels.csv missing"),
-        (lambda d: pd.concat([d, d.iloc[:2]]), "2 duplicate row_id(s)"),
+        (lambda d: pd.concat([d, d.iloc[:2]]), "2 duplicate row_id values"),
         (lambda d: pd.concat([d, pd.DataFrame({"row_id": [999], "label": [3]})]), "1 row_id(s) not in labels.csv"),
         (lambda d: d.assign(label=d["label"].where(d.index != 5, 10)), "not an integer 0-9"),
         (lambda d: d.assign(label=d["label"].astype(str).where(d.index != 5, "x")), "not an integer 0-9"),
-        (lambda d: d.assign(label=d["label"].astype(float)), "not an integer 0-9"),
+        (lambda d: d.assign(label=d["label"].astype(float) + 0.5), "not an integer 0-9"),
         (lambda d: d.rename(columns={"label": "digit"}), "expected the header row_id,label"),
     ],
 )
@@ -222,9 +222,19 @@ def test_score_bad_submission_is_one_line_exit_2(tmp_path, capsys, change, messa
     assert message in bad(capsys, main(["score", str(sub), str(labels)]))
 
 
+def test_score_reads_integral_float_labels_as_the_training_labels_are_read(tmp_path, capsys):
+    """``9.0`` is the digit 9 in a holdout's labels, as in y_train.csv; ``9.5`` is refused (above)."""
+    ids, y = np.arange(20), np.arange(20) % 10
+    labels = write_csv(tmp_path / "labels.csv", ids, y.astype(float))
+    sub = write_csv(tmp_path / "sub.csv", ids, y)
+    assert main(["score", str(sub), str(labels)]) == 0
+    assert "macro-F1 1.0000" in capsys.readouterr().out
+
+
 def test_score_missing_file_is_a_user_error(tmp_path, capsys):
     labels = write_csv(tmp_path / "labels.csv", [1], [1])
     assert "file not found" in bad(capsys, main(["score", str(tmp_path / "none.csv"), str(labels)]))
+    assert "a folder, not a file" in bad(capsys, main(["score", str(tmp_path), str(labels)]))
 
 
 # --- a real (tiny) cv run end to end --------------------------------------------------------------------------

@@ -179,9 +179,9 @@ def test_median_pruner_stops_a_trial_behind_after_a_fold(tiny_data, tmp_path, mo
     script = {0: [0.9, 0.9], 1: [0.1, 0.9], 2: [0.95, 0.2]}
     real = trials.train_unit
 
-    def scripted(comp, fold_of, cfg, model, fold, run_dir, *args):
-        result = real(comp, fold_of, cfg, model, fold, run_dir, *args)
-        return dataclasses.replace(result, macro_f1=script[int(run_dir.name.split("-")[1])][fold])
+    def scripted(job, model, fold, *args):
+        result = real(job, model, fold, *args)
+        return dataclasses.replace(result, macro_f1=script[int(job.run_dir.name.split("-")[1])][fold])
 
     monkeypatch.setattr(trials, "train_unit", scripted)
     argv = tune_argv(tiny_data, tmp_path, "--space", str(space), "--trials", "3", *([] if prune else ["--no-prune"]))

@@ -59,7 +59,7 @@ def add_cv_flags(p: argparse.ArgumentParser) -> None:
 def add_tune_flags(p: argparse.ArgumentParser) -> None:
     add_recipe_flags(p, "studies")
     p.add_argument("--model", default="fusion", help="the model to tune (default: fusion)")
-    p.add_argument("--space", default=None, help="search space TOML (default: configs/search.toml)")
+    p.add_argument("--space", default=None, help="search space TOML (default: competition/configs/search.toml)")
     p.add_argument("--study", default=None, help="study name (default: <model>-<config name>)")
     p.add_argument(
         "--storage", default=None, help="sqlite:///FILE or postgresql://USER@HOST/DB (default: a journal file)"

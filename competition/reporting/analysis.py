@@ -43,7 +43,8 @@ from competition.reporting.figures import (
 from competition.splits.adversarial import load as load_adversarial
 from competition.splits.kinds import CLUSTER_AUC
 from competition.store.atomic import environment, write_json, write_text
-from competition.store.runs import Run, check_same_data, load_run, missing_folds, read_run_config, unit_files
+from competition.store.loading import Run, load_run
+from competition.store.runs import check_same_data, missing_folds, read_run_config, unit_files
 from competition.utils.console import console
 from competition.utils.errors import UserError
 

@@ -12,7 +12,7 @@ import numpy as np
 from competition.data.load import Competition
 from competition.ensemble.blend import Agreement, BlendResult
 from competition.store.atomic import environment, write_json, write_npz, write_text
-from competition.store.runs import Run
+from competition.store.loading import Run
 from competition.utils.errors import UserError
 from competition.utils.validation import check_columns, check_labels, check_same_ids, read_csv
 

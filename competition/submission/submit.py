@@ -25,7 +25,7 @@ from competition.ensemble.blend import (
 )
 from competition.ensemble.consensus import ConsensusReport, decide_consensus, joint_groups
 from competition.ensemble.stack import MIN_FOLDS
-from competition.store.runs import Run
+from competition.store.loading import Run
 from competition.submission.files import write_submission
 from competition.train.refit import refit_run
 from competition.utils.console import console

@@ -20,8 +20,9 @@ from competition.splits import adversarial
 from competition.splits.folds import load_or_make_folds
 from competition.store.atomic import environment, remove_stale_temp_files, write_json, write_text
 from competition.store.claims import UnitClaims
+from competition.store.loading import load_run
 from competition.store.predictions import write_prediction_files
-from competition.store.runs import add_to_run_config, load_run, split_fingerprint, unit_finished
+from competition.store.runs import add_to_run_config, split_fingerprint, unit_finished
 from competition.train import pseudo
 from competition.train.executor import Executor, LocalExecutor, Units
 from competition.train.learner import resolve_device

@@ -23,7 +23,8 @@ from competition.config import Config
 from competition.data.load import N_CLASSES, Competition
 from competition.ensemble.blend import combine, to_space
 from competition.store.atomic import write_json, write_npz
-from competition.store.runs import CONFIG_FILE, load_finished_run, unit_path
+from competition.store.loading import load_finished_run
+from competition.store.runs import CONFIG_FILE, unit_path
 from competition.utils.errors import UserError
 from competition.utils.paths import default_submissions
 

@@ -1,6 +1,6 @@
 """Tune: an Optuna search over one model's hyperparameters, scored by its mean macro-F1 over the saved folds.
 
-A study is one model, one base recipe, one search space (``configs/search.toml``) and one data folder and
+A study is one model, one base recipe, one search space (``competition/configs/search.toml``) and one data folder and
 split; these are stored as the study's user attributes and checked on every start, so a study is never
 mixed with other settings. A trial trains the folds in a fixed order with ``cv.train_unit`` (the code of
 ``run.py cv``) into ``<workdir>/tune/<study>/trial-<n>/`` and reports the running mean macro-F1 after each

@@ -1,4 +1,4 @@
-"""Tune's search space: read and check ``configs/search.toml`` for one model, and sample a point of it.
+"""Tune's search space: read and check ``competition/configs/search.toml`` for one model, and sample a point of it.
 
 A space file has ``[params]`` (config key -> a range ``{ low, high, log, step }`` or ``{ choices = [...] }``;
 every value a range can take is validated as a config), ``[sampler]`` and ``[pruner]`` settings.
@@ -108,7 +108,7 @@ def _settings(path: Path, raw: dict, table: str, defaults: dict[str, int]) -> di
 def load_space(path: str | Path, model: str, base: Config) -> SearchSpace:
     """Read and check a search space file for ``model``; another model's hyperparameters are left out."""
     path = Path(path)
-    raw = read_toml(path, "search space file", "pass --space configs/search.toml")
+    raw = read_toml(path, "search space file", "pass --space with a search space TOML file")
     unknown = sorted(set(raw) - {"params", "sampler", "pruner"})
     if unknown:
         raise UserError(f"{path}: unknown table(s) {unknown}; fix: use [params], [sampler] and [pruner]")

@@ -21,7 +21,8 @@ from competition.data.load import Competition, load_competition
 from competition.metrics import scores
 from competition.splits.folds import load_or_make_folds
 from competition.store.atomic import environment, write_json
-from competition.store.runs import load_run, split_fingerprint, write_run_config
+from competition.store.loading import load_run
+from competition.store.runs import split_fingerprint, write_run_config
 from competition.train.learner import TrainingDiverged, resolve_device
 from competition.train.unit import CVJob, train_unit
 from competition.tuning.search_space import sample_params
