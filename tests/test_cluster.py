@@ -3,6 +3,7 @@ processes, with the files written by the workers (shared) or returned to the cli
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -15,10 +16,12 @@ import pytest
 
 from competition.cli import main
 from competition.config import load_config, to_toml
+from competition.data.load import load_competition
 from competition.store.loading import load_run
 from competition.train import dask as cluster_module
 from competition.train.cv import run_cv
 from competition.train.dask import DaskExecutor
+from competition.train.unit import CVJob, train_unit
 from competition.utils.errors import UserError
 
 distributed = pytest.importorskip("distributed")
@@ -113,6 +116,63 @@ def test_cluster_run_with_a_worker_killed_mid_run_gives_the_local_oof(
     assert_same_oof(result.run_dir, local_oof)
     assert not list(tmp_path.rglob("*.claim")) and not list(tmp_path.rglob("*.tmp"))
     assert all((result.run_dir / m / f"fold{k}.pt").is_file() for m in ("image", "audio") for k in (0, 1))
+
+
+def unit_settings() -> dict:
+    """What a unit's training thread runs with: torch's per-thread state and the process's malloc behaviour."""
+    import resource
+
+    import torch
+
+    def touch_8mib() -> None:
+        x = torch.empty(2 << 20)  # 8 MiB: 2048 pages
+        x.fill_(1.0)
+        del x
+
+    touch_8mib()  # where glibc's sliding mmap threshold is on, this raises it: the next blocks are reused
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(10):
+        touch_8mib()
+    faults = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+    return {
+        "intra-op threads": torch.get_num_threads(),  # OpenMP's count is per thread
+        "inter-op threads": torch.get_num_interop_threads(),
+        "denormals kept": torch.tensor([1e-39]).mul(1.0).item() != 0,  # set_flush_denormal is per thread
+        "grad enabled": torch.is_grad_enabled(),
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "mkldnn": torch.backends.mkldnn.enabled,
+        "matmul precision": torch.get_float32_matmul_precision(),
+        "default dtype": str(torch.get_default_dtype()),
+        "cpu affinity": sorted(os.sched_getaffinity(0)),
+        "8 MiB blocks faulted in afresh": faults > 10 * 2048 // 2,  # mmap/munmap per block (2x slower units)
+    }
+
+
+class SettingsProbe:
+    """A unit's event sink that records ``unit_settings()`` from inside its first epoch, in its training thread."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def put(self, event) -> None:
+        if not os.path.exists(self.path):
+            Path(self.path).write_text(json.dumps(unit_settings()))
+
+
+def test_a_worker_trains_a_unit_with_the_settings_of_a_local_unit(local_cluster, tiny_src, tmp_path):
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    comp, cfg = load_competition(tiny_src), load_config(None, TINY)
+    fold_of = np.arange(comp.n_train) % 2
+    job = CVJob(comp, fold_of, cfg, tmp_path / "local", "cpu")
+    train_unit(job, "audio", 0, 1, SettingsProbe(str(tmp_path / "l.json")))
+    with distributed.Client(local_cluster.scheduler_address, set_as_default=False) as client:
+        task = cluster_module.unit_task, dataclasses.replace(job, run_dir=tmp_path / "worker"), "audio", 0, False
+        client.submit(*task, SettingsProbe(str(tmp_path / "w.json")), pure=False).result()
+    local, worker = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("l", "w"))
+    assert worker == local
+    assert local["intra-op threads"] == 1 and not local["8 MiB blocks faulted in afresh"]
 
 
 def test_bad_scheduler_address_is_one_line_exit_2(tiny_data, tmp_path, capsys):

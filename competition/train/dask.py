@@ -25,6 +25,7 @@ from pathlib import Path
 from competition.store.atomic import write_bytes
 from competition.store.runs import CONFIG_FILE, UnitResult, checkpoint_path, history_path, unit_path
 from competition.train.learner import resolve_device
+from competition.train.malloc import local_malloc
 from competition.train.progress import CVProgress, EpochEvent, NoProgress
 from competition.train.unit import CVJob, planned_epochs, train_unit
 from competition.utils.errors import UserError
@@ -56,8 +57,9 @@ def unit_task(
     if shared:
         if not (job.run_dir / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{job.run_dir}: run folder not visible on this worker (--artifacts shared)")
-        return train_unit(job, model, fold, 1, events), []
-    with tempfile.TemporaryDirectory(prefix="cv-unit-", dir=_scratch()) as tmp:
+        with local_malloc():
+            return train_unit(job, model, fold, 1, events), []
+    with tempfile.TemporaryDirectory(prefix="cv-unit-", dir=_scratch()) as tmp, local_malloc():
         result = train_unit(dataclasses.replace(job, run_dir=Path(tmp)), model, fold, 1, events)
         paths = [history_path(Path(tmp), model, fold), checkpoint_path(Path(tmp), model, fold)]
         files = [(p.relative_to(tmp).as_posix(), p.read_bytes()) for p in [*paths, unit_path(Path(tmp), model, fold)]]
