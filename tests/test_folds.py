@@ -71,3 +71,14 @@ def test_split_of_another_data_folder_is_refused(tiny_data, tmp_path):
 def test_too_many_folds_for_a_class_is_an_error():
     with pytest.raises(UserError, match="fewer than --folds"):
         make_folds(np.array([0, 0, 1, 1, 1, 1]), 3, 0)
+
+
+def test_a_fold_whose_training_rows_lack_a_class_is_refused(tmp_path):
+    from competition.splits.folds import check_every_class_trains
+    from competition.utils.errors import UserError
+
+    y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 9])
+    ok = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    with pytest.raises(UserError, match=r"fold 2's training rows hold no row of class\(es\) \[9\]"):
+        check_every_class_trains(y, ok, tmp_path / "folds.csv")  # class 9's only row validates fold 2
+    check_every_class_trains(np.array([0, 1, 9, 0, 1, 9, 0, 1, 9]), ok, tmp_path / "folds.csv")

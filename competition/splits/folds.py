@@ -53,6 +53,20 @@ def make_folds(y: np.ndarray, k: int, seed: int, groups: np.ndarray | None = Non
     return fold
 
 
+def check_every_class_trains(y: np.ndarray, fold: np.ndarray, path: Path) -> None:
+    """Every class of the data has training rows in every fold: a fold model that never saw a class would score
+    its validation rows as if the class did not exist, silently."""
+    classes = np.unique(y)
+    for k in np.unique(fold):
+        missing = np.setdiff1d(classes, np.unique(y[fold != k]))
+        if len(missing):
+            raise UserError(
+                f"{path}: fold {k}'s training rows hold no row of class(es) {missing.tolist()} (all of them are in "
+                f"fold {k}); fix: use fewer --folds, or --set split=grouped (a class held by one speaker-like "
+                "cluster cannot be validated by holding the cluster out)"
+            )
+
+
 def load_or_make_folds(
     comp: Competition, workdir: Path, k: int, seed: int, grouped: bool, split: str = "auto"
 ) -> pd.DataFrame:
@@ -84,10 +98,12 @@ def load_or_make_folds(
                 f"{seed}; it is kept (--seed {seed} seeds the models only); fix: pass --workdir DIR for a split "
                 f"of seed {seed}"
             )
+        check_every_class_trains(comp.y, df["fold"].to_numpy(), path)
         df.attrs |= {"split": kind, "why": why}
         return df
     groups = split_groups(comp, kind, k)
     fold = cluster_folds(groups, k, seed) if kind == "cluster" else make_folds(comp.y, k, seed, groups)
+    check_every_class_trains(comp.y, fold, path)
     groups = np.arange(comp.n_train) if groups is None else groups
     df = pd.DataFrame({"row_id": comp.row_ids, "label": comp.y, "group": groups, "fold": fold})
     write_text(path, df.to_csv(index=False))
