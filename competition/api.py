@@ -150,16 +150,21 @@ def submit(
     seeds: int = 3,
     keep_shifted: bool = False,
     rounds: int = 25,
+    label_shift: str = "off",
+    offsets: str = "auto",
     workdir: str | Path | None = None,
     verbose: bool = False,
 ) -> Submission:
     """Blend the models of finished ``runs`` (default: the latest run of ``workdir``) into a ``Submission``
-    (``.write(out)`` makes the files). ``models``: ``model`` or ``run/model`` names to keep."""
+    (``.write(out)`` makes the files). ``models``: ``model`` or ``run/model`` names to keep; ``label_shift`` and
+    ``offsets`` (``auto`` or ``off``): the decision steps after the blend (``ensemble/decisions.py``)."""
     workdir, names = _run_dirs(runs, default_workdir() if workdir is None else Path(workdir))
     comp = data if isinstance(data, Competition) else load_competition(data)
     with verbosity(verbose):
         loaded = load_runs(workdir, names, comp, models)
-        return make_submission(loaded, comp, average, blend, consensus, full, seeds, keep_shifted, rounds)
+        return make_submission(
+            loaded, comp, average, blend, consensus, full, seeds, keep_shifted, rounds, label_shift, offsets
+        )
 
 
 def score(submission: str | Path, labels: str | Path) -> Score:

@@ -147,13 +147,18 @@ def submit_command(args) -> int:
         import_mlflow()
     sub = api.submit(
         args.run or None, args.data, _models_flag(args.models), args.average, args.blend, args.consensus, args.full,
-        args.seeds, args.keep_shifted, args.rounds, workdir, verbose=True,
+        args.seeds, args.keep_shifted, args.rounds, args.label_shift, args.offsets, workdir, verbose=True,
     )  # fmt: skip
     path = sub.write(out, name)
     console.print(*submit_tables(sub.blend, sub.consensus))
     c = sub.blend.chosen
     score = f"OOF macro-F1 {sub.oof_macro_f1:.4f}" + (" (nested)" if c.nested_f1 is not None else "")
-    what = f"{c.name} blend, {c.space} averaged" + (", consensus" if sub.consensus.applied else "")
+    if sub.decisions.estimated_test_f1 is not None:
+        score += f", {sub.decisions.estimated_test_f1:.4f} re-weighted to the estimated test proportions"
+    what = f"{c.name} blend, {c.space} averaged"
+    what += ", label shift corrected" if sub.decisions.shift is not None and sub.decisions.shift.shifted else ""
+    what += ", macro-F1 offsets" if sub.decisions.offsets is not None and sub.decisions.offsets.applied else ""
+    what += ", consensus" if sub.consensus.applied else ""
     what += ", test rows from full-data refits" if args.full else ""
     console.print(
         f"wrote {path} ({what}, {score}); validated against "

@@ -110,6 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
         "training groups are label-pure and it does not lower the out-of-fold macro-F1)",
     )
     submit.add_argument(
+        "--label-shift",
+        choices=["auto", "off"],
+        default="off",
+        help="auto: estimate the test rows' class proportions (calibrated EM with a bootstrap interval) and correct "
+        "the test probabilities when they differ from the training proportions (default off: not yet reliable, "
+        "see docs/submit.md)",
+    )
+    submit.add_argument(
+        "--offsets",
+        choices=["auto", "off"],
+        default="auto",
+        help="per-class macro-F1 offsets on the blended log-probabilities, applied when their nested out-of-fold "
+        "gain is at least 0.0005 (auto)",
+    )
+    submit.add_argument(
         "--full",
         action="store_true",
         help="predict the test rows with refits of each model on all training rows (resumable) instead of its "

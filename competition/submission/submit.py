@@ -24,6 +24,7 @@ from competition.ensemble.blend import (
     shifted_blocks,
 )
 from competition.ensemble.consensus import ConsensusReport, decide_consensus, joint_groups
+from competition.ensemble.decisions import Decisions, decide
 from competition.ensemble.stack import MIN_FOLDS
 from competition.store.loading import Run
 from competition.submission.files import write_submission
@@ -47,6 +48,7 @@ class Submission:
     runs: list[Run]
     blend: BlendResult  # every candidate; ``blend.chosen`` the one written
     consensus: ConsensusReport
+    decisions: Decisions  # label-shift correction and macro-F1 offsets, applied before consensus
     agreement: list[Agreement]
     left_out: list[str]  # models left out of the blend by the shift check
     sources: dict[str, str]  # model -> where its test predictions come from (fold models or refits)
@@ -73,8 +75,9 @@ class Submission:
     @property
     def oof_macro_f1(self) -> float:
         """The honest out-of-fold macro-F1 of what is written (nested where the blend was fitted)."""
-        c = self.blend.chosen
-        return self.consensus.oof_after if self.consensus.applied else c.honest_f1
+        if self.consensus.applied:
+            return self.consensus.oof_after
+        return self.decisions.oof_f1 if self.decisions.changed else self.blend.chosen.honest_f1
 
     @property
     def scores(self) -> pd.DataFrame:
@@ -95,7 +98,12 @@ class Submission:
         """Write ``<out>/<name>.csv`` (validated), ``.probs.npz`` and ``.json``; returns the CSV's path."""
         out = default_submissions() if out is None else Path(out)
         name = self.name if name is None else check_name(name, "--name", "submission", plus=True).removesuffix(".csv")
-        extra = {"consensus": self.consensus.manifest(), "test_predictions": self.sources, "seconds": self.seconds}
+        extra = {
+            "consensus": self.consensus.manifest(),
+            "decisions": self.decisions.manifest(),
+            "test_predictions": self.sources,
+            "seconds": self.seconds,
+        }
         return write_submission(
             out, name, self.comp, self.blend, self.runs, self.rounds, self.agreement, self.left_out, extra
         )
@@ -104,6 +112,7 @@ class Submission:
 def make_submission(
     runs: list[Run], comp: Competition, average: str = "auto", blend: str = "auto", consensus: str = "auto",
     full: bool = False, seeds: int = 3, keep_shifted: bool = False, rounds: int = 25,
+    label_shift: str = "off", offsets: str = "auto",
 ) -> Submission:  # fmt: skip
     """Blend every model of ``runs`` (loaded with ``store.runs.load_runs``) into a ``Submission``."""
     if rounds < 1:
@@ -151,17 +160,24 @@ def make_submission(
     seconds["blend"] = round(time.perf_counter() - t0, 1)
     for stack in (x for x in result.blends if x.name == "stack"):
         seconds["stack"] = stack.details["seconds"]  # part of the blend's time
+    c = result.chosen
+    t0 = time.perf_counter()
+    decisions = decide(c.oof_probs, result.test_probs, comp.y, runs[0].fold_of, label_shift, offsets)
+    seconds["decisions"] = round(time.perf_counter() - t0, 1)
+    for line in decisions.lines:
+        console.print(line)
+    if decisions.changed:
+        result = dataclasses.replace(result, test_probs=decisions.test_probs)
     t0 = time.perf_counter()
     off = consensus == "off"  # the grouping reads every row: not for a step that is off
     groups = None if off else joint_groups([comp.image, comp.audio], [comp.test_image, comp.test_audio])
-    c = result.chosen
-    report = decide_consensus(consensus, groups, comp.y, runs[0].fold_of, c.oof_probs, c.test_probs)
+    report = decide_consensus(consensus, groups, comp.y, runs[0].fold_of, decisions.oof_probs, result.test_probs)
     seconds["consensus"] = round(time.perf_counter() - t0, 1)
     console.print(report.line)
     if report.applied:
         result = dataclasses.replace(result, test_probs=report.test.probs)
     sources = {m: sources[m] for m in result.models}
-    return Submission(comp, runs, result, report, agreement, left_out, sources, seconds, rounds, full)
+    return Submission(comp, runs, result, report, decisions, agreement, left_out, sources, seconds, rounds, full)
 
 
 def _modalities(key: str) -> tuple[str, ...]:

@@ -1,0 +1,153 @@
+"""Decisions: turn a blend's probabilities into the labels that score best on macro-F1, honestly.
+
+Two steps after the blend, each applied only when it pays:
+
+1. Label shift (``priors.py``): calibrate the blend on its out-of-fold rows (BCTS), estimate the test rows' class
+   proportions by EM with a bootstrap interval, and correct the test probabilities when the interval excludes
+   the training proportions. The out-of-fold score is then also reported re-weighted to the estimated test
+   proportions: the plain one describes rows with the training proportions, which the test does not have.
+2. Macro-F1 offsets (``offsets.py``): per-class additive offsets on the log-probabilities, fitted on the
+   out-of-fold rows and applied only when their nested gain (fold k's offsets fitted without fold k) is at
+   least ``offsets.MIN_GAIN``. After a corrected shift they are fitted on the corrected out-of-fold
+   probabilities weighted to the test proportions, else they would repeat the correction.
+
+Without a detected shift and without a paying offset nothing changes: the probabilities come back as given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import softmax
+
+from competition.ensemble.offsets import OffsetDecision, decide_offsets
+from competition.ensemble.priors import (
+    LabelShift,
+    apply_bcts,
+    class_priors,
+    correct_priors,
+    detect_label_shift,
+    em_priors,
+    fit_bcts,
+    reweighted_macro_f1,
+)
+from competition.metrics import macro_f1
+
+MODES = ("auto", "off")
+# EM's estimate is only as good as the model: below this out-of-fold macro-F1, or when EM on the model's own
+# out-of-fold rows misses their known proportions by more than SELF_CHECK, no shift is estimated.
+MIN_F1_FOR_SHIFT = 0.5
+SELF_CHECK = 0.02
+_TINY = 1e-12  # probabilities are floored here before the log (a blend can hold exact zeros)
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """What the decision steps did, and the probabilities after them."""
+
+    oof_probs: np.ndarray  # (N, 10) honest: nested offsets per fold, in the space the test rows are decided in
+    test_probs: np.ndarray  # (M, 10)
+    shift: LabelShift | None = None  # None: the step was off
+    offsets: OffsetDecision | None = None
+    oof_f1: float = float("nan")  # macro-F1 of ``oof_probs`` on the out-of-fold rows
+    estimated_test_f1: float | None = None  # the same, re-weighted to the estimated test proportions (on a shift)
+    lines: list[str] = field(default_factory=list)  # one line per step, for the console
+
+    @property
+    def changed(self) -> bool:
+        return bool((self.shift is not None and self.shift.shifted) or (self.offsets and self.offsets.applied))
+
+    def manifest(self) -> dict:
+        out: dict = {"changed": self.changed, "oof_macro_f1": self.oof_f1}
+        if self.shift is not None:
+            s = self.shift
+            out["label_shift"] = {
+                "shifted": s.shifted,
+                "train_priors": np.round(s.train_priors, 4).tolist(),
+                "test_priors": np.round(s.test_priors, 4).tolist(),
+                "lower": np.round(s.lower, 4).tolist(),
+                "upper": np.round(s.upper, 4).tolist(),
+                "estimated_test_macro_f1": self.estimated_test_f1,
+            }
+        if self.offsets is not None:
+            o = self.offsets
+            out["offsets"] = {
+                "applied": o.applied,
+                "offsets": np.round(o.offsets, 4).tolist(),
+                "nested_before": o.nested_before,
+                "nested_after": o.nested_after,
+            }
+        return out
+
+
+def _log(p: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(p, _TINY))
+
+
+def _unreliable(cal_oof: np.ndarray, y: np.ndarray, train_priors: np.ndarray) -> str | None:
+    """Why the model cannot be trusted to estimate class proportions, or None."""
+    f1 = macro_f1(y, cal_oof.argmax(axis=1))
+    if f1 < MIN_F1_FOR_SHIFT:
+        return f"the blend's out-of-fold macro-F1 {f1:.3f} is below {MIN_F1_FOR_SHIFT} (too weak to count classes)"
+    miss = float(np.abs(em_priors(cal_oof, train_priors) - train_priors).max())
+    if miss > SELF_CHECK:
+        return (
+            f"on its own out-of-fold rows, whose proportions are known, the estimate misses by {miss:.3f} "
+            f"(more than {SELF_CHECK})"
+        )
+    return None
+
+
+def decide(
+    oof_probs: np.ndarray,
+    test_probs: np.ndarray,
+    y: np.ndarray,
+    fold_of: np.ndarray,
+    label_shift: str = "auto",
+    offsets: str = "auto",
+) -> Decisions:
+    """Run the label-shift and offset steps (each ``auto`` or ``off``) on a blend's honest out-of-fold
+    probabilities (N, 10) and its test probabilities (M, 10)."""
+    for name, mode in (("label_shift", label_shift), ("offsets", offsets)):
+        if mode not in MODES:
+            raise ValueError(f"unknown {name} mode {mode!r}")
+    n_classes = oof_probs.shape[1]
+    oof, test, weight, shift, lines = oof_probs, test_probs, None, None, []
+    if label_shift == "auto":
+        temperature, bias = fit_bcts(_log(oof_probs), y)  # calibrated first: EM needs calibrated posteriors
+        cal_oof = apply_bcts(_log(oof_probs), temperature, bias)
+        cal_test = apply_bcts(_log(test_probs), temperature, bias)
+        train_priors = class_priors(y, n_classes)
+        shift, reason = None, _unreliable(cal_oof, y, train_priors)
+        if reason:
+            lines.append(f"label shift not estimated: {reason}")
+        else:
+            shift = detect_label_shift(cal_test, train_priors)
+            lines.append(shift.message)
+        if shift is not None and shift.shifted:
+            train, est = shift.train_priors, shift.test_priors
+            oof, test = correct_priors(cal_oof, train, est), correct_priors(cal_test, train, est)
+            weight = est[y] / np.maximum(train[y], _TINY)  # each row as the test proportions would weigh it
+    decision = None
+    if offsets == "auto":
+        decision = decide_offsets(_log(oof), y, fold_of, weight)
+        lines.append(decision.message)
+        if decision.applied:
+            folds = np.unique(fold_of)  # per_fold rows are in this (sorted) order
+            shifted_oof = _log(oof).copy()
+            for k, off in zip(folds, decision.per_fold, strict=True):
+                shifted_oof[fold_of == k] += off  # fold k decided by offsets that never saw its labels
+            oof = softmax(shifted_oof, axis=1)
+            test = softmax(_log(test) + decision.offsets, axis=1)
+    pred = oof.argmax(axis=1)
+    estimated = None
+    if shift is not None and shift.shifted:
+        estimated = reweighted_macro_f1(y, pred, shift.train_priors, shift.test_priors)
+        lines.append(
+            f"out-of-fold macro-F1 re-weighted to the estimated test proportions: {estimated:.4f} "
+            f"(plain {macro_f1(y, pred):.4f}: the out-of-fold rows have the training proportions)"
+        )
+    if shift is None and decision is None:
+        return Decisions(oof_probs, test_probs, oof_f1=macro_f1(y, oof_probs.argmax(axis=1)))
+    return Decisions(oof, test, shift, decision, macro_f1(y, pred), estimated, lines)

@@ -1,0 +1,54 @@
+"""The decision steps after the blend (ensemble/decisions.py): nothing changes without a shift or a paying offset;
+a prior shift is detected, corrected and scored re-weighted; the out-of-fold probabilities stay nested."""
+
+from __future__ import annotations
+
+import numpy as np
+from test_priors import SHIFTED, UNIFORM, C, gaussians, sample
+
+from competition.ensemble.decisions import decide
+from competition.metrics import macro_f1
+
+
+def _problem(test_priors: np.ndarray, seed: int = 0, sep: float = 1.2):
+    """OOF rows with balanced labels and 5 folds, and test rows drawn with ``test_priors``."""
+    means = gaussians(seed, sep=sep)
+    logp_oof, y = sample(means, UNIFORM, 3000, UNIFORM, seed=seed + 1)
+    logp_test, y_test = sample(means, test_priors, 3000, UNIFORM, seed=seed + 2)
+    fold_of = np.arange(len(y)) % 5
+    return np.exp(logp_oof), y, fold_of, np.exp(logp_test), y_test
+
+
+def test_without_shift_or_paying_offsets_the_probabilities_come_back_unchanged():
+    oof, y, fold_of, test, _ = _problem(UNIFORM, sep=3.0)  # calibrated, balanced, no shift: nothing to gain
+    d = decide(oof, test, y, fold_of)
+    assert not d.shift.shifted and not d.offsets.applied and not d.changed
+    assert d.test_probs is test and d.oof_probs is oof  # the very arrays: the written CSV cannot move
+    assert d.estimated_test_f1 is None
+    off = decide(oof, test, y, fold_of, "off", "off")
+    assert off.shift is None and off.offsets is None and off.test_probs is test
+
+
+def test_a_prior_shift_is_detected_corrected_and_scored_reweighted():
+    oof, y, fold_of, test, y_test = _problem(SHIFTED, seed=3)
+    d = decide(oof, test, y, fold_of, offsets="off")
+    assert d.shift.shifted and d.changed
+    assert np.abs(d.shift.test_priors - SHIFTED).max() < 0.04
+    before, after = macro_f1(y_test, test.argmax(1)), macro_f1(y_test, d.test_probs.argmax(1))
+    assert after > before + 0.01, (before, after)
+    assert abs(d.estimated_test_f1 - after) < 0.03  # the re-weighted OOF estimate tracks the shifted test
+    assert abs(macro_f1(y, oof.argmax(1)) - after) > abs(d.estimated_test_f1 - after)  # closer than plain OOF
+
+
+def test_nested_offsets_decide_each_fold_without_its_labels():
+    oof, y, fold_of, test, _ = _problem(UNIFORM, seed=5, sep=0.9)
+    y_noisy = y.copy()
+    biased = oof * np.where(np.arange(C) == 3, 4.0, 1.0)  # an over-predicted class: offsets pay
+    biased /= biased.sum(1, keepdims=True)
+    d = decide(biased, test, y_noisy, fold_of, label_shift="off")
+    assert d.offsets.applied
+    garbage = y_noisy.copy()
+    garbage[fold_of == 0] = (garbage[fold_of == 0] + 1) % C  # fold 0's labels replaced
+    g = decide(biased, test, garbage, fold_of, label_shift="off")
+    # fold 0's rows are decided by offsets fitted on folds 1-4 only, which did not change
+    np.testing.assert_array_equal(d.oof_probs[fold_of == 0].argmax(1), g.oof_probs[fold_of == 0].argmax(1))
