@@ -24,7 +24,7 @@ from competition.store.loading import load_run
 from competition.store.predictions import write_prediction_files
 from competition.store.runs import add_to_run_config, split_fingerprint, unit_finished
 from competition.train import pseudo
-from competition.train.executor import Executor, LocalExecutor, Units
+from competition.train.executor import Executor, LocalExecutor, Units, plan_workers
 from competition.train.learner import resolve_device
 from competition.train.unit import CVJob
 from competition.utils.console import console, cv_table, duplicates_line
@@ -45,9 +45,12 @@ def run_cv(
     run_name: str = "default",
     quiet: bool = False,
     executor: Executor | None = None,
+    deadline: float | None = None,
 ) -> CVResult:
     """Train every (model, fold) unit not yet finished in ``workdir/run_name`` and score the run; ``executor``
-    trains them (default: local processes; ``dask.DaskExecutor`` for a Dask cluster)."""
+    trains them (default: local processes; ``dask.DaskExecutor`` for a Dask cluster). ``deadline`` (a
+    ``time.time()``): claim no unit batch after it, and raise ``DeadlineReached`` (finished units kept) if units
+    remain then."""
     executor = executor or LocalExecutor()
     local = isinstance(executor, LocalExecutor)
     workdir = default_workdir() if workdir is None else Path(workdir)
@@ -95,26 +98,48 @@ def run_cv(
         )
     if todo:
         job = CVJob(comp, fold_of, cfg, run_dir, device, pseudo_rows)
-        train_claimed(job, todo, executor, quiet)
+        train_claimed(job, todo, executor, quiet, deadline)
     return summarise(run_dir, comp, cfg, quiet)
 
 
 CLAIM_POLL = 5.0  # seconds between looks at units another command is training
 
 
-def train_claimed(job: CVJob, todo: Units, executor: Executor, quiet: bool) -> None:
+class DeadlineReached(Exception):
+    """``run_cv(deadline=...)``: the deadline passed with units left; every finished unit is kept."""
+
+    def __init__(self, left: int):
+        super().__init__(f"deadline reached with {left} unit(s) left untrained")
+        self.left = left
+
+
+def _batch_size(executor: Executor, job: CVJob, n: int) -> int:
+    """Units claimed at once under a deadline: one per parallel worker, so the deadline is checked at unit
+    boundaries (an executor may say its capacity with ``slots()``)."""
+    if isinstance(executor, LocalExecutor):
+        return plan_workers(job.cfg, job.device, n)[0]
+    slots = getattr(executor, "slots", None)
+    return max(1, slots()) if callable(slots) else n
+
+
+def train_claimed(job: CVJob, todo: Units, executor: Executor, quiet: bool, deadline: float | None = None) -> None:
     """Train the units of ``todo`` this command can claim, then wait for those another command holds (training
-    any it gives up or whose owner dies), so the run is complete when this returns."""
+    any it gives up or whose owner dies), so the run is complete when this returns. With a ``deadline``, units
+    are claimed one batch of workers at a time and none after it (``DeadlineReached``)."""
     run_dir = job.run_dir
     with UnitClaims(run_dir) as claims:
         waiting = []
         while todo:
-            mine, todo = claims.take(todo, lambda m, k: unit_finished(run_dir, m, k))
+            if deadline is not None and time.time() >= deadline:
+                raise DeadlineReached(len(todo))
+            batch = len(todo) if deadline is None else _batch_size(executor, job, len(todo))
+            mine, rest = claims.take(todo[:batch], lambda m, k: unit_finished(run_dir, m, k))
+            todo = todo[batch:] + rest  # units another command holds go last
             if mine:
                 executor.execute(job, mine, quiet)
                 for unit in mine:
                     claims.release(*unit)
-            if todo:
+            if todo and not mine:  # only units another command holds are left in view: wait for them
                 if not quiet and todo != waiting:
                     console.print(f"waiting for {len(todo)} unit(s) that {claims.holders(todo)} is training")
                 waiting = todo

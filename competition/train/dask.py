@@ -127,6 +127,10 @@ class DaskExecutor:
         if self.client is not None:
             self.client.close()
 
+    def slots(self) -> int:
+        """Units the cluster trains at once (its worker threads): a deadline is checked between such batches."""
+        return sum(self.client.nthreads().values()) if self.client else 1
+
     def __str__(self) -> str:
         workers = len(self.client.nthreads()) if self.client else 0
         return f"the Dask cluster at {self.address} ({workers} workers, artifacts: {self.artifacts})"
