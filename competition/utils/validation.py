@@ -160,3 +160,21 @@ def check_finite_number(value: float, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise UserError(f"{where}: {value!r} is not a finite number; fix the value")
     return value
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(value: str | float, flag: str) -> float:
+    """Seconds of a time limit: ``90s``, ``30m``, ``1h``, ``1.5h`` or plain seconds (``600``); must be > 0."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.fullmatch(str(value).lower())
+        if not match:
+            raise UserError(f"{flag} {value!r}: not a duration; fix: write e.g. 90s, 30m, 1h or plain seconds")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UserError(f"{flag} {value!r}: must be a positive duration; fix: write e.g. 90s, 30m, 1h")
+    return seconds
