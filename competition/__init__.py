@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["CVRun", "Submission", "cv", "leaderboard", "load", "report", "score", "submit"]
+__all__ = ["CVRun", "Submission", "auto", "cv", "leaderboard", "load", "report", "score", "submit"]
 
 if TYPE_CHECKING:
-    from competition.api import CVRun, Submission, cv, leaderboard, load, report, score, submit
+    from competition.api import CVRun, Submission, auto, cv, leaderboard, load, report, score, submit
 
 
 def __getattr__(name: str) -> Any:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from competition.config import Config, resolve_config
 from competition.data.load import Competition, load_competition
+from competition.pipeline.run import AutoResult, run_auto
 from competition.reporting.analysis import DEFAULT_MAX_ROWS, build_report
 from competition.store.loading import load_runs
 from competition.store.predictions import OOF_FILE, TEST_FILE
@@ -35,7 +36,7 @@ from competition.train.cv import run_cv
 from competition.utils.console import verbosity
 from competition.utils.errors import UserError
 from competition.utils.paths import default_submissions, default_workdir
-from competition.utils.validation import check_name
+from competition.utils.validation import check_name, parse_duration
 
 
 def load(data: str | Path | None = None) -> Competition:
@@ -205,3 +206,38 @@ def leaderboard(
         Path(data) if data else None,
     )
     return {kind: pd.DataFrame(rows) for kind, rows in board.items()}
+
+
+def auto(
+    data: str | Path | None = None,
+    time_limit: str | float = "30m",
+    preset: str = "best",
+    workdir: str | Path | None = None,
+    out: str | Path | None = None,
+    config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    models: list[str] | str | None = None,
+    scheduler: str | None = None,
+    artifacts: str = "client",
+    speeds: dict[str, float] | None = None,
+    verbose: bool = False,
+) -> AutoResult:
+    """The whole pipeline within ``time_limit`` (``"30m"``, ``"90s"``, ``"1h"`` or seconds) of this call: measure
+    the data and each model's speed here, plan the stages of ``preset`` (``fast`` or ``best``), run them as
+    ordinary cv runs (``workdir``) and submissions (``out``) and write ``<out>/auto.csv`` with its manifest; a
+    rerun resumes. ``config``/``overrides``/``models``: the base recipe; ``speeds``: seconds per row-epoch per
+    model instead of the probe's (for planning tests); ``scheduler``: train on a Dask cluster (docs/auto.md)."""
+    from competition.pipeline.plan import check_preset
+
+    limit = parse_duration(time_limit, "--time-limit")
+    check_preset(preset)
+    base, _ = resolve_config(config, overrides, models)
+    workdir = default_workdir() if workdir is None else Path(workdir)
+    out = default_submissions() if out is None else Path(out)
+    with verbosity(verbose):
+        if scheduler is None:
+            return run_auto(base, data, limit, preset, workdir, out, None, speeds, quiet=not verbose)
+        from competition.train.dask import DaskExecutor
+
+        with DaskExecutor(scheduler, artifacts) as executor:
+            return run_auto(base, data, limit, preset, workdir, out, executor, speeds, quiet=not verbose)

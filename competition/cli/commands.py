@@ -169,6 +169,19 @@ def submit_command(args) -> int:
     return 0
 
 
+def auto_command(args) -> int:
+    """``python run.py auto``: measure, plan and run the pipeline within ``--time-limit``; print what it wrote."""
+    overrides: dict[str, Any] = parse_overrides(args.set)
+    overrides |= {k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k, None) is not None}
+    out = Path(args.out) if args.out else default_submissions()
+    check_writable(out)
+    result = api.auto(
+        args.data, args.time_limit, args.preset, args.workdir, out, args.config, overrides, _models_flag(args.models),
+        args.scheduler, args.artifacts, verbose=True,
+    )  # fmt: skip
+    return 0 if result.path is not None else 1
+
+
 def score_command(args) -> int:
     """``python run.py score SUBMISSION LABELS_CSV``: print the submission's scores on a labelled holdout."""
     res = api.score(args.submission, args.labels)

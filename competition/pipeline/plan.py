@@ -1,0 +1,267 @@
+"""Plan: which stages ``auto`` runs, in which order, and the estimated seconds of each, from the data's profile,
+each model's measured speed on this machine, the time left and the preset. Pure: no training, no files.
+
+A stage is an ordinary cv run (a recipe change over the base recipe) followed by its submission, or a blend
+submission of earlier runs. The levers are the entries of ``LEVERS``: each has a name (the run's name), its
+config overrides, its time factor (epochs relative to the base recipe, extra training rows) and a ``want``
+rule saying, from the profile, the preset and what is already chosen, whether it joins the plan and why. A new
+lever joins with a new entry; the planner (``make_plan``) then prices it and keeps it when it fits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from competition.utils.errors import UserError
+
+PRESETS = ("fast", "best")
+CLUSTER_AUC = 0.8  # as splits.kinds.CLUSTER_AUC: the audio train-vs-test AUC from which the test rows count as shifted
+ES_FACTOR = 2.5  # early stopping trains ~2.5x the base recipe's epochs (measured: docs/shift.md, docs/benchmarks.md)
+EVAL_OVERHEAD = 1.15  # per epoch: the validation pass, and the test logits at the end, over the training steps
+STAGE_OVERHEAD_S = 5.0  # per cv stage: starting worker processes, loading, scoring
+PSEUDO_TEST_SHARE = 0.8  # a pseudo-label round adds at most this share of the test rows to each fold's rows
+SUBMIT_BASE_S = 3.0  # a submission: loading, consensus grouping, writing
+SUBMIT_S_PER_ROW_MODEL = 4e-4  # a submission's blends and their nested scores, per training row and blended model
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What the plan reads from the data and the base recipe."""
+
+    n_train: int
+    n_test: int
+    folds: int
+    models: tuple[str, ...]
+    epochs: int  # the base recipe's epochs
+    max_epochs: int  # early stopping's cap
+    workers: int  # units trained at once
+    class_min_share: float = 0.1
+    class_max_share: float = 0.1
+    duplicate_share: float = 0.0  # training rows whose audio repeats another training row's
+    test_seen_share: float = 0.0  # test rows whose audio is also a training row's
+    audio_auc: float | None = None  # adversarial validation, train vs test
+    image_auc: float | None = None
+
+    @property
+    def shifted(self) -> bool:
+        """The test audio is clearly from other speakers (the rule of the cv's ``split=auto``)."""
+        return self.audio_auc is not None and self.audio_auc >= CLUSTER_AUC
+
+    def lines(self) -> list[str]:
+        auc = lambda a: "n/a" if a is None else f"{a:.2f}"  # noqa: E731
+        return [
+            f"data: {self.n_train} training rows, {self.n_test} test rows; class shares "
+            f"{self.class_min_share:.1%}..{self.class_max_share:.1%}; {self.duplicate_share:.0%} of training rows "
+            f"repeat another's audio, {self.test_seen_share:.0%} of test rows' audio is in training",
+            f"shift: train-vs-test AUC audio {auc(self.audio_auc)}, image {auc(self.image_auc)} -> "
+            + ("shifted (audio AUC >= 0.8)" if self.shifted else "not shifted (audio AUC < 0.8)"),
+        ]
+
+
+Speeds = dict[str, float]  # model -> seconds per training row per epoch, one worker (probe.py)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the plan: a cv run (``kind`` cv, ``name`` its run name) or a submission (``kind`` submit,
+    ``name`` its file name, ``runs`` the cv runs it blends)."""
+
+    name: str
+    kind: str  # "cv" | "submit"
+    why: str
+    chosen: bool
+    seconds: float  # estimated
+    overrides: dict[str, Any] = field(default_factory=dict)  # cv: keys over the base recipe
+    runs: tuple[str, ...] = ()  # submit: the runs blended
+    pseudo_from: str = ""  # cv: the submission whose fold models label the test rows ("" = none)
+    unit_seconds: float = 0.0  # cv: the longest unit's estimate (a unit batch started must end by the deadline)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"runs": list(self.runs), "seconds": round(self.seconds, 1)}
+
+
+@dataclass(frozen=True)
+class Plan:
+    preset: str
+    limit: float  # the seconds the plan had
+    profile: Profile
+    speeds: Speeds
+    stages: tuple[Stage, ...]
+
+    @property
+    def chosen(self) -> list[Stage]:
+        return [s for s in self.stages if s.chosen]
+
+    @property
+    def seconds(self) -> float:
+        return sum(s.seconds for s in self.chosen)
+
+    def lines(self) -> list[str]:
+        out = [f"plan ({self.preset}, {duration(self.limit)} available, {duration(self.seconds)} estimated):"]
+        for s in self.stages:
+            mark = f"{duration(s.seconds):>8}" if s.chosen else "    skip"
+            out.append(f"  {mark}  {s.kind:6} {s.name:12} {s.why}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset,
+            "limit_seconds": round(self.limit, 1),
+            "estimated_seconds": round(self.seconds, 1),
+            "speeds_seconds_per_row_epoch": self.speeds,
+            "stages": [s.to_dict() for s in self.stages],
+        }
+
+
+def duration(seconds: float) -> str:
+    """``95`` -> ``1m35s``; for plans and messages."""
+    s = max(0, math.ceil(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s")
+
+
+# --- the cost model -----------------------------------------------------------------------------------------
+
+
+def unit_seconds(p: Profile, speeds: Speeds, model: str, epoch_factor: float = 1.0, extra_rows: float = 0.0) -> float:
+    """One (model, fold) unit: epochs x training rows x the model's measured seconds per row-epoch."""
+    epochs = min(p.max_epochs, p.epochs * epoch_factor) if epoch_factor != 1.0 else p.epochs
+    rows = p.n_train * (p.folds - 1) / p.folds + extra_rows
+    return epochs * rows * speeds[model] * EVAL_OVERHEAD
+
+
+def cv_seconds(p: Profile, speeds: Speeds, epoch_factor: float = 1.0, extra_rows: float = 0.0) -> tuple[float, float]:
+    """(the stage's seconds, its longest unit's): every model x fold unit spread over the workers."""
+    units = [unit_seconds(p, speeds, m, epoch_factor, extra_rows) for m in p.models]
+    longest = max(units)
+    total = sum(units) * p.folds
+    return STAGE_OVERHEAD_S + max(total / max(1, p.workers), longest), longest
+
+
+def submit_seconds(p: Profile, n_models: int) -> float:
+    return SUBMIT_BASE_S + SUBMIT_S_PER_ROW_MODEL * p.n_train * n_models
+
+
+# --- the levers ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a lever's rule may read: the preset, the cv stages chosen so far, the seconds left, and whether
+    another lever would fit now."""
+
+    preset: str
+    chosen: tuple[Stage, ...]
+    left: float
+    fits: Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class Lever:
+    name: str  # the cv run's (and its submission's) name
+    overrides: dict[str, Any]
+    epoch_factor: float  # epochs relative to the base recipe (early stopping: ES_FACTOR)
+    pseudo: bool  # trains a pseudo-label round on the last chosen run's submission
+    want: Callable[[Profile, Context], tuple[bool, str]]
+
+
+def _auc(p: Profile) -> str:
+    return "n/a" if p.audio_auc is None else f"{p.audio_auc:.2f}"
+
+
+def _want_base(p: Profile, ctx: Context) -> tuple[bool, str]:
+    if ctx.preset == "fast":
+        return True, "the base recipe (preset fast)"
+    if not p.shifted:
+        return True, f"the base recipe: test audio like the training audio (AUC {_auc(p)} < 0.8)"
+    if ctx.fits("auto-es"):
+        return False, "shifted test rows: early stopping (auto-es) replaces the base recipe"
+    return True, "fallback: early stopping (auto-es) would not fit in the time left"
+
+
+def _want_es(p: Profile, ctx: Context) -> tuple[bool, str]:
+    if ctx.preset == "fast":
+        return False, f"preset fast: early stopping trains ~{ES_FACTOR}x the epochs"
+    if p.shifted:
+        return True, f"early stopping: shifted test rows (audio AUC {_auc(p)} >= 0.8), where it gained most"
+    return True, "early stopping: a second recipe for the final blend (preset best, the time allows it)"
+
+
+def _want_pseudo(p: Profile, ctx: Context) -> tuple[bool, str]:
+    if ctx.preset == "fast":
+        return False, "preset fast: a pseudo-label round retrains every unit"
+    if not p.shifted:
+        return (
+            False,
+            f"test rows not shifted (audio AUC {_auc(p)} < 0.8): pseudo-labels would add rows like the training rows",
+        )
+    if not ctx.chosen:
+        return False, "no earlier run whose submission could label the test rows"
+    return True, f"shifted test rows: a pseudo-label round on {ctx.chosen[-1].name}'s submission"
+
+
+LEVERS: tuple[Lever, ...] = (
+    Lever("auto-base", {}, 1.0, False, _want_base),
+    Lever("auto-es", {"early_stop": True}, ES_FACTOR, False, _want_es),
+    Lever("auto-pseudo", {}, 1.0, True, _want_pseudo),
+)
+BLEND = "auto-blend"
+
+
+def check_preset(preset: str) -> str:
+    if preset not in PRESETS:
+        raise UserError(f"--preset {preset!r}: unknown; fix: pass one of {', '.join(PRESETS)}")
+    return preset
+
+
+def make_plan(profile: Profile, speeds: Speeds, limit: float, preset: str, levers: tuple[Lever, ...] = LEVERS) -> Plan:
+    """The stages, in order, chosen or skipped with the reason, priced from ``speeds``, within ``limit`` seconds."""
+    check_preset(preset)
+    missing = [m for m in profile.models if m not in speeds]
+    if missing:
+        raise ValueError(f"no measured speed for {missing}")
+    stages: list[Stage] = []
+    chosen: list[Stage] = []  # cv stages
+    left = float(limit)
+
+    def price(lever: Lever) -> tuple[float, float, dict[str, Any], str]:
+        """(cv seconds incl. its submission, longest unit, overrides, pseudo source) of ``lever`` now."""
+        overrides, factor, source, extra = dict(lever.overrides), lever.epoch_factor, "", 0.0
+        if lever.pseudo and chosen:
+            src = chosen[-1]
+            overrides = {**src.overrides, **overrides}  # the source's recipe, one round further
+            factor = max(factor, ES_FACTOR if src.overrides.get("early_stop") else 1.0)
+            source, extra = src.name, PSEUDO_TEST_SHARE * profile.n_test
+        seconds, unit = cv_seconds(profile, speeds, factor, extra)
+        return seconds + submit_seconds(profile, len(profile.models)), unit, overrides, source
+
+    by_name = {lever.name: lever for lever in levers}
+    for lever in levers:
+        fits = lambda name, left=left: price(by_name[name])[0] <= left  # noqa: E731
+        ok, why = lever.want(profile, Context(preset, tuple(chosen), left, fits))
+        seconds, unit, overrides, source = price(lever)
+        if ok and seconds > left:
+            ok, why = False, f"would not fit: ~{duration(seconds)} needed, {duration(left)} left ({why})"
+        cv_s = seconds - submit_seconds(profile, len(profile.models))
+        stage = Stage(lever.name, "cv", why, ok, cv_s, overrides, (), source, unit)
+        stages.append(stage)
+        sub_why = f"submission of {lever.name} (blend candidates scored nested out of fold, consensus auto)"
+        stages.append(
+            Stage(lever.name, "submit", sub_why if ok else f"{lever.name} skipped", ok,
+                  seconds - cv_s if ok else 0.0, runs=(lever.name,))
+        )  # fmt: skip
+        if ok:
+            chosen.append(stage)
+            left -= seconds
+    blend_s = submit_seconds(profile, len(profile.models) * len(chosen))
+    if len(chosen) < 2:
+        stages.append(Stage(BLEND, "submit", "one run: its submission is the final one", False, 0.0))
+    elif blend_s > left:
+        stages.append(Stage(BLEND, "submit", f"would not fit: ~{duration(blend_s)} needed", False, blend_s))
+    else:
+        runs = tuple(s.name for s in chosen)
+        why = f"the final blend of {', '.join(runs)}: weights and candidate chosen by nested out-of-fold macro-F1"
+        stages.append(Stage(BLEND, "submit", why, True, blend_s, runs=runs))
+    return Plan(preset, float(limit), profile, dict(speeds), tuple(stages))

@@ -1,0 +1,260 @@
+"""Run: measure, plan, then execute ``auto``'s stages in order against a deadline, and write ``auto.csv``.
+
+Every stage is an ordinary artifact: a cv run ``<workdir>/<stage>`` (trained by ``run_cv``, which resumes its
+finished units) or a submission ``<out>/<stage>.csv``. A stage already finished by an earlier invocation is
+kept as it is; a stage whose remaining estimate does not fit before the deadline is not started; a running cv
+stage claims no unit batch that would end after the deadline (``run_cv(deadline=...)``). At the end, or on a
+deadline or Ctrl-C, ``auto.csv`` is a copy of the latest finished submission of the plan, and its manifest
+``auto.json`` (the submission's own manifest, plus an ``auto`` section) says which runs it used, why each stage
+was chosen or skipped, what happened to it, and ``estimated_test_macro_f1`` with the kind of estimate it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from competition.config import Config
+from competition.data.load import Competition, load_competition
+from competition.pipeline.plan import Plan, Stage, duration, make_plan
+from competition.pipeline.probe import measure_profile, probe_speeds
+from competition.store.atomic import check_writable, write_bytes, write_json
+from competition.store.loading import load_runs
+from competition.store.runs import unit_finished
+from competition.submission.submit import make_submission
+from competition.train.cv import DeadlineReached, run_cv
+from competition.train.executor import Executor, LocalExecutor, plan_workers
+from competition.train.learner import resolve_device
+from competition.utils.console import console
+
+AUTO = "auto"  # auto.csv, auto.probs.npz, auto.json
+RESERVE_S = 2.0  # kept back from the plan for writing auto.csv and its manifest
+SUFFIXES = (".csv", ".probs.npz", ".json")
+
+
+@dataclass
+class StageOutcome:
+    stage: Stage
+    status: str  # done | resumed | skipped | not started | stopped
+    note: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.stage.to_dict() | {
+            "status": self.status,
+            "note": self.note,
+            "actual_seconds": round(self.seconds, 1),
+        }
+
+
+@dataclass
+class AutoResult:
+    """What ``auto`` did: the plan, each stage's outcome, and the written ``auto.csv`` (None if no stage
+    finished) with its estimate."""
+
+    plan: Plan
+    outcomes: list[StageOutcome]
+    path: Path | None
+    estimated_test_macro_f1: float | None
+    estimate: str  # what kind of estimate, and why
+    source: str | None  # the submission auto.csv copies
+    seconds: float
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def _say(quiet: bool, *lines: str) -> None:
+    if not quiet:
+        for line in lines:
+            console.print(line, highlight=False)
+
+
+def stage_config(base: Config, stage: Stage, out: Path) -> Config:
+    """The recipe of a cv stage: the base recipe with the stage's keys; a pseudo round reads ``out``'s
+    submission of its source stage."""
+    cfg = dataclasses.replace(base, **stage.overrides)
+    if stage.pseudo_from:
+        cfg = dataclasses.replace(cfg, pseudo=str((out / f"{stage.pseudo_from}.json").resolve()))
+    return cfg.validate()
+
+
+def units_left(run_dir: Path, cfg: Config) -> int:
+    return sum(not unit_finished(run_dir, m, k) for m in cfg.models for k in range(cfg.folds))
+
+
+def run_auto(
+    base: Config,
+    data: str | Path | Competition | None,
+    limit: float,
+    preset: str,
+    workdir: Path,
+    out: Path,
+    executor: Executor | None = None,
+    speeds: dict[str, float] | None = None,
+    quiet: bool = True,
+) -> AutoResult:
+    """Measure, plan within ``limit`` seconds of this call, run the plan's stages and write ``<out>/auto.csv``."""
+    start = time.time()
+    deadline = start + limit
+    executor = executor or LocalExecutor()
+    local = isinstance(executor, LocalExecutor)
+    out, workdir = Path(out), Path(workdir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_writable(out)
+    comp = data if isinstance(data, Competition) else load_competition(data)
+    device = resolve_device(base.device) if local else base.device
+    workers = plan_workers(base, device, len(base.models) * base.folds)[0] if local else executor.slots()
+    profile = measure_profile(comp, base, workdir, workers)
+    _say(quiet, *profile.lines())
+    if speeds is None:
+        speeds = probe_speeds(comp, base, device if device in ("cpu", "cuda") else "cpu")
+        _say(quiet, "speed probe (s per 1000 row-epochs, one worker): "
+             + ", ".join(f"{m} {s * 1000:.3f}" for m, s in speeds.items()))  # fmt: skip
+    plan = make_plan(profile, speeds, deadline - time.time() - RESERVE_S, preset)
+    _say(quiet, *plan.lines())
+    outcomes: list[StageOutcome] = []
+    finished: set[str] = set()  # "cv:<name>", "submit:<name>"
+    try:
+        for stage in plan.stages:
+            outcomes.append(_run_stage(stage, base, comp, workdir, out, executor, deadline, finished, quiet))
+    finally:  # a deadline, Ctrl-C or an error: auto.csv is the latest finished submission so far
+        result = _write_auto(plan, outcomes, comp, out, start, finished)
+        _say(quiet, *_summary_lines(result))
+    return result
+
+
+def _run_stage(
+    stage: Stage, base: Config, comp: Competition, workdir: Path, out: Path, executor: Executor, deadline: float,
+    finished: set[str], quiet: bool,
+) -> StageOutcome:  # fmt: skip
+    if not stage.chosen:
+        return StageOutcome(stage, "skipped", stage.why)
+    t0 = time.time()
+    if stage.kind == "cv":
+        if stage.pseudo_from and f"submit:{stage.pseudo_from}" not in finished:
+            return StageOutcome(stage, "not started", f"needs the submission {stage.pseudo_from}, not finished")
+        cfg = stage_config(base, stage, out)
+        run_dir = workdir / stage.name
+        total = len(cfg.models) * cfg.folds
+        left = units_left(run_dir, cfg)
+        if left == 0 and (run_dir / "summary.json").is_file():
+            finished.add(f"cv:{stage.name}")
+            return StageOutcome(stage, "resumed", "finished by an earlier invocation")
+        needed = stage.seconds * left / total
+        if t0 + needed > deadline:
+            note = f"would not finish in time: ~{duration(needed)} for {left} unit(s), {duration(deadline - t0)} left"
+            _say(quiet, f"auto: {stage.name}: not started, {note}")
+            return StageOutcome(stage, "not started", note)
+        _say(quiet, f"auto: {stage.name}: cv, {left} of {total} unit(s) to train (~{duration(needed)})")
+        try:
+            run_cv(cfg, comp, workdir, stage.name, quiet, executor, deadline=deadline - stage.unit_seconds)
+        except DeadlineReached as e:
+            return StageOutcome(stage, "stopped", f"stopped at a unit boundary: {e}; rerun to resume", time.time() - t0)
+        finished.add(f"cv:{stage.name}")
+        note = "" if left == total else f"resumed: {total - left} unit(s) were finished earlier"
+        return StageOutcome(stage, "done", note, time.time() - t0)
+    missing = [r for r in stage.runs if f"cv:{r}" not in finished]
+    if missing:
+        return StageOutcome(stage, "not started", f"needs the run(s) {', '.join(missing)}, not finished")
+    if (out / f"{stage.name}.json").is_file() and (out / f"{stage.name}.csv").is_file():
+        finished.add(f"submit:{stage.name}")
+        return StageOutcome(stage, "resumed", "written by an earlier invocation")
+    if t0 + stage.seconds > deadline:
+        return StageOutcome(stage, "not started", f"would not finish in time: ~{duration(stage.seconds)} needed")
+    _say(quiet, f"auto: {stage.name}: submission of {', '.join(stage.runs)}")
+    runs = load_runs(workdir, list(stage.runs), comp, None)
+    make_submission(runs, comp).write(out, stage.name)
+    finished.add(f"submit:{stage.name}")
+    return StageOutcome(stage, "done", "", time.time() - t0)
+
+
+def honest_oof(manifest: dict) -> float | None:
+    """A written submission's honest out-of-fold macro-F1 (``Submission.oof_macro_f1``, read from its manifest):
+    after consensus when applied, else after the decision steps when they changed it, else the nested blend's."""
+    consensus, decisions = manifest.get("consensus") or {}, manifest.get("decisions") or {}
+    if consensus.get("applied"):
+        return consensus.get("oof_macro_f1_after")
+    if decisions.get("changed"):
+        return decisions.get("oof_macro_f1")
+    nested = manifest.get("oof_nested_macro_f1")
+    return manifest.get("oof_macro_f1") if nested is None else nested
+
+
+def _pseudo_runs(manifest: dict) -> list[str]:
+    return [r["name"] for r in manifest.get("runs", []) if r.get("config", {}).get("pseudo")]
+
+
+def estimate_kind(manifest: dict, split: str | None, pseudo_runs: list[str]) -> str:
+    """What the written submission's out-of-fold figure is worth as an estimate of its test macro-F1."""
+    what = (
+        "honest out-of-fold macro-F1 of what is written (nested where the blend was fitted: each fold scored by "
+        "weights chosen without its rows)"
+    )
+    if split == "cluster":
+        what += "; the folds hold out speaker-like clusters, as the shifted test rows are from other speakers"
+    if pseudo_runs:
+        what += (
+            f"; {', '.join(pseudo_runs)} trained on pseudo-labelled test rows: each fold's were labelled by models "
+            "that never saw that fold, so the figure is honest, but it understates the round's gain, which lands "
+            "on test-like rows that no validation fold holds"
+        )
+    return what
+
+
+def _write_auto(plan: Plan, outcomes: list[StageOutcome], comp: Competition, out: Path, start: float,
+                finished: set[str]) -> AutoResult:  # fmt: skip
+    subs = [o.stage.name for o in outcomes if o.stage.kind == "submit" and f"submit:{o.stage.name}" in finished]
+    source = subs[-1] if subs else None
+    estimate, kind, path, runs_used = None, "no stage finished: nothing written", None, []
+    if source is not None:
+        manifest = json.loads((out / f"{source}.json").read_text())
+        runs_used = [r["name"] for r in manifest.get("runs", [])]
+        split = _split_of(manifest)
+        kind = estimate_kind(manifest, split, _pseudo_runs(manifest))
+        estimate = honest_oof(manifest)
+        for suffix in SUFFIXES[:-1]:
+            write_bytes(out / f"{AUTO}{suffix}", (out / f"{source}{suffix}").read_bytes())
+        path = out / f"{AUTO}.csv"
+    seconds = time.time() - start
+    auto = {
+        "source_submission": source,
+        "why_source": "the latest finished submission of the plan (each later stage builds on the earlier ones)"
+        if source
+        else None,
+        "runs_used": runs_used,
+        "estimated_test_macro_f1": estimate,
+        "estimate": kind,
+        "seconds": round(seconds, 1),
+        "profile": dataclasses.asdict(plan.profile),
+        "plan": plan.to_dict(),
+        "stages": [o.to_dict() for o in outcomes],
+        "not_reached": [s.to_dict() for s in plan.stages[len(outcomes) :]],
+    }
+    if source is not None:
+        write_json(out / f"{AUTO}.json", manifest | {"estimated_test_macro_f1": estimate, "auto": auto})
+    else:
+        write_json(out / f"{AUTO}.plan.json", {"auto": auto})
+    return AutoResult(plan, outcomes, path, estimate, kind, source, seconds, auto)
+
+
+def _split_of(manifest: dict) -> str | None:
+    """The split kind the submission's runs trained on: the ``split`` of their workdir's ``folds.json``."""
+    for r in manifest.get("runs", []):
+        meta = Path(r.get("dir", "")).parent / "folds.json"
+        if meta.is_file():
+            return json.loads(meta.read_text()).get("split")
+    return None
+
+
+def _summary_lines(r: AutoResult) -> list[str]:
+    lines = [f"auto: {o.status:11} {o.stage.kind:6} {o.stage.name:12} {o.note}" for o in r.outcomes]
+    if r.path is None:
+        return [*lines, f"auto: nothing written after {duration(r.seconds)}: no submission finished"]
+    est = "n/a" if r.estimated_test_macro_f1 is None else f"{r.estimated_test_macro_f1:.4f}"
+    return [
+        *lines,
+        f"wrote {r.path} (a copy of {r.source}) in {duration(r.seconds)}; estimated test macro-F1 {est}: {r.estimate}",
+    ]

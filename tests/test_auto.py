@@ -1,0 +1,195 @@
+"""``run.py auto``: the planner on fake speed figures, the budget on a tiny copy, resume, and the manifest."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from competition.cli import main
+from competition.config import resolve_config
+from competition.pipeline import run as auto_run
+from competition.pipeline.plan import BLEND, Profile, make_plan
+from competition.train.cv import DeadlineReached, train_claimed
+from competition.train.executor import LocalExecutor
+from competition.utils.errors import UserError
+from competition.utils.validation import parse_duration
+
+SPEEDS = {"fusion": 1e-4, "image": 5e-5, "audio": 5e-5}  # seconds per row-epoch, one worker
+
+
+def profile(shifted: bool, **kw) -> Profile:
+    base = dict(n_train=24000, n_test=6000, folds=5, models=("fusion", "image", "audio"), epochs=6, max_epochs=60,
+                workers=2, audio_auc=0.95 if shifted else 0.55, image_auc=0.6)  # fmt: skip
+    return Profile(**(base | kw))
+
+
+def by(plan, kind):
+    return {s.name: s for s in plan.stages if s.kind == kind}
+
+
+# --- the planner, pure ---------------------------------------------------------------------------------------
+
+
+def test_best_on_shifted_data_plans_early_stopping_a_pseudo_round_and_the_blend():
+    plan = make_plan(profile(True), SPEEDS, 3600, "best")
+    cv = by(plan, "cv")
+    assert not cv["auto-base"].chosen and "early stopping" in cv["auto-base"].why
+    assert cv["auto-es"].chosen and cv["auto-es"].overrides == {"early_stop": True}
+    assert cv["auto-pseudo"].chosen and cv["auto-pseudo"].pseudo_from == "auto-es"
+    assert cv["auto-pseudo"].overrides["early_stop"] is True  # one round further on the source's recipe
+    assert by(plan, "submit")[BLEND].runs == ("auto-es", "auto-pseudo")
+    assert plan.seconds <= 3600
+    # the time factor: early stopping ~2.5x the base recipe, the pseudo round more (its extra rows)
+    base_s = make_plan(profile(False), SPEEDS, 3600, "fast").stages[0].seconds
+    assert 2.2 < cv["auto-es"].seconds / base_s < 2.6 and cv["auto-pseudo"].seconds > cv["auto-es"].seconds
+
+
+def test_a_stage_that_would_not_fit_is_skipped_and_said_so():
+    full = make_plan(profile(True), SPEEDS, 3600, "best")
+    es, pseudo = by(full, "cv")["auto-es"].seconds, by(full, "cv")["auto-pseudo"].seconds
+    sub = by(full, "submit")["auto-es"].seconds
+    plan = make_plan(profile(True), SPEEDS, es + sub + pseudo / 2, "best")
+    cv = by(plan, "cv")
+    assert cv["auto-es"].chosen and not cv["auto-pseudo"].chosen
+    assert cv["auto-pseudo"].why.startswith("would not fit:")
+    assert not by(plan, "submit")[BLEND].chosen
+    # less time still: early stopping does not fit, the base recipe is the fallback
+    fast = make_plan(profile(True), SPEEDS, 3600, "fast")
+    base = sum(s.seconds for s in fast.chosen)  # the base run and its submission
+    plan = make_plan(profile(True), SPEEDS, base + 5, "best")
+    cv = by(plan, "cv")
+    assert cv["auto-base"].chosen and "fallback" in cv["auto-base"].why
+    assert not cv["auto-es"].chosen and cv["auto-es"].why.startswith("would not fit:")
+    assert cv["auto-pseudo"].chosen is False  # the base run + a round on it do not fit either
+    # nothing fits: every stage skipped, each with its reason
+    plan = make_plan(profile(True), SPEEDS, 1.0, "best")
+    assert not plan.chosen and all(s.why for s in plan.stages)
+    assert any("would not fit" in line for line in plan.lines())
+
+
+def test_fast_is_the_base_recipe_and_best_unshifted_skips_the_pseudo_round():
+    fast = make_plan(profile(True), SPEEDS, 3600, "fast")
+    assert [s.name for s in fast.chosen] == ["auto-base", "auto-base"]  # its cv run and its submission
+    assert "preset fast" in by(fast, "cv")["auto-es"].why
+    best = make_plan(profile(False), SPEEDS, 3600, "best")
+    cv = by(best, "cv")
+    assert cv["auto-base"].chosen and cv["auto-es"].chosen and not cv["auto-pseudo"].chosen
+    assert "not shifted" in cv["auto-pseudo"].why
+    with pytest.raises(UserError, match="fix:"):
+        make_plan(profile(False), SPEEDS, 60, "fastest")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("1h", 3600), ("600", 600), (45, 45)])
+def test_time_limit_parses(text, seconds):
+    assert parse_duration(text, "--time-limit") == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "-5m", "10x", "", "1d"])
+def test_bad_time_limit_is_one_error_line(text, capsys):
+    assert main(["auto", f"--time-limit={text}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --time-limit") and "fix:" in err and err.count("\n") == 1
+
+
+# --- the deadline in cv, at unit boundaries ------------------------------------------------------------------
+
+
+class FakeExecutor(LocalExecutor):
+    """Trains nothing; each batch moves the clock on by 10 s."""
+
+    def __init__(self, clock):
+        self.batches, self.clock = [], clock
+
+    def execute(self, job, todo, quiet):
+        self.batches.append(list(todo))
+        self.clock[0] += 10
+
+
+def test_cv_claims_no_unit_batch_after_its_deadline(tmp_path, monkeypatch):
+    from competition.train import cv as cv_module
+    from competition.train.unit import CVJob
+
+    clock = [1000.0]
+    monkeypatch.setattr(cv_module.time, "time", lambda: clock[0])
+    cfg, _ = resolve_config(None, {"workers": 2, "device": "cpu"}, "image")
+    job = CVJob(None, None, cfg, tmp_path / "run", "cpu")
+    (tmp_path / "run").mkdir()
+    ex = FakeExecutor(clock)
+    todo = [("image", k) for k in range(5)]
+    with pytest.raises(DeadlineReached) as e:
+        train_claimed(job, todo, ex, True, deadline=1015.0)
+    assert [len(b) for b in ex.batches] == [2, 2] and e.value.left == 1  # two batches of two workers, then stop
+
+
+# --- the command on a tiny copy ------------------------------------------------------------------------------
+
+TINY = {"epochs": 1, "folds": 2, "max_epochs": 2, "device": "cpu", "workers": 1}
+FAKE = {"image": 2e-4}  # generous: a 240-row unit is priced ~0.1 s
+
+
+def tiny_auto(data, tmp_path, limit, preset="best", speeds=FAKE, **kw):
+    import competition
+
+    return competition.auto(
+        data, limit, preset, tmp_path / "w", tmp_path / "subs", overrides=TINY, models=["image"], speeds=speeds, **kw
+    )
+
+
+def test_the_budget_is_kept_and_the_manifest_names_every_stage(tiny_data, tmp_path):
+    t0 = time.time()
+    # the base stage is priced to fit, early stopping is priced (fake figures) far beyond the limit
+    # (base: 2 units of 120 rows x 1 epoch x 0.05 s ~ 14 s + overheads ~ 22 s; early stopping twice the epochs)
+    res = tiny_auto(tiny_data, tmp_path, 40, speeds={"image": 0.05})
+    elapsed = time.time() - t0
+    assert elapsed <= 40 * 1.05
+    status = {(o.stage.kind, o.stage.name): o.status for o in res.outcomes}
+    assert status[("cv", "auto-base")] == "done" and status[("submit", "auto-base")] == "done"
+    assert status[("cv", "auto-es")] == "skipped" and "would not fit" in res.plan.stages[2].why
+    assert res.path == tmp_path / "subs" / "auto.csv" and res.path.is_file()
+    manifest = json.loads((tmp_path / "subs" / "auto.json").read_text())
+    auto = manifest["auto"]
+    assert {(s["kind"], s["name"]) for s in auto["stages"]} == {(s.kind, s.name) for s in res.plan.stages}
+    assert all(s["why"] and s["status"] for s in auto["stages"])
+    assert auto["runs_used"] == ["auto-base"] and auto["source_submission"] == "auto-base"
+    assert manifest["estimated_test_macro_f1"] == res.estimated_test_macro_f1 is not None
+    assert "out-of-fold" in auto["estimate"]
+    assert (tmp_path / "w" / "auto-base" / "summary.json").is_file()  # an ordinary run: runs/report/submit read it
+
+
+def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeypatch):
+    shifted = auto_run.measure_profile
+
+    def as_shifted(*a, **kw):  # the tiny cut is not shifted: make the plan take the shifted path
+        import dataclasses
+
+        return dataclasses.replace(shifted(*a, **kw), audio_auc=0.9)
+
+    monkeypatch.setattr(auto_run, "measure_profile", as_shifted)
+    trained = []
+    real = LocalExecutor.execute
+
+    def interrupt_in_pseudo(self, job, todo, quiet):
+        if job.run_dir.name == "auto-pseudo" and trained.count("auto-pseudo") >= 1:
+            raise KeyboardInterrupt
+        trained.extend(job.run_dir.name for _ in todo)
+        real(self, job, todo, quiet)
+
+    monkeypatch.setattr(LocalExecutor, "execute", interrupt_in_pseudo)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_auto(tiny_data, tmp_path, 300)
+    assert trained == ["auto-es", "auto-es", "auto-pseudo"]  # one worker: one unit a batch
+    # Ctrl-C kept every finished stage: auto.csv is the early-stopping submission so far
+    first = json.loads((tmp_path / "subs" / "auto.json").read_text())["auto"]
+    assert first["source_submission"] == "auto-es"
+    trained.clear()
+    res = tiny_auto(tiny_data, tmp_path, 300)
+    assert trained == ["auto-pseudo"]  # only the unit left
+    status = {(o.stage.kind, o.stage.name): (o.status, o.note) for o in res.outcomes}
+    assert status[("cv", "auto-es")][0] == "resumed" and status[("submit", "auto-es")][0] == "resumed"
+    assert status[("cv", "auto-pseudo")] == ("done", "resumed: 1 unit(s) were finished earlier")
+    assert status[("submit", BLEND)][0] == "done"
+    auto = json.loads(res.path.with_suffix(".json").read_text())["auto"]
+    assert auto["source_submission"] == BLEND and auto["runs_used"] == ["auto-es", "auto-pseudo"]
+    assert "pseudo-labelled" in auto["estimate"]
