@@ -35,16 +35,17 @@ class SchemaError(ValueError):
 # --------------------------------------------------------------------------- generic checks
 
 
-def read_json(path: Path, fix: str) -> dict[str, Any]:
-    """A JSON object from ``path``; missing, unreadable or not an object is a UserError ending in ``fix``."""
+def read_json(path: Path, fix: str, what: str = "JSON file") -> dict[str, Any]:
+    """A JSON object from ``path``; missing, unreadable or not an object is a UserError naming ``what`` and ending
+    in ``fix``."""
     try:
         obj = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found; {fix}") from None
+        raise UserError(f"{path}: {what} not found; {fix}") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
-        raise UserError(f"{path}: unreadable JSON ({type(e).__name__}: {e}); {fix}") from None
+        raise UserError(f"{path}: unreadable {what} ({type(e).__name__}: {e}); {fix}") from None
     if not isinstance(obj, dict):
-        raise UserError(f"{path}: expected a JSON object, got {type(obj).__name__}; {fix}")
+        raise UserError(f"{path}: unreadable {what} (a JSON {type(obj).__name__}, not an object); {fix}")
     return obj
 
 
@@ -102,7 +103,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{run_dir}: not a cv run (no config.json); fix: pass --run with a run made by `run.py cv`")
     fix = f"fix: restore it, or delete {run_dir} and rerun `run.py cv --run {Path(run_dir).name}`"
-    meta = read_json(path, fix)
+    meta = read_json(path, fix, "run config")
     try:
         cfg = _get(meta, "config", dict)
         folds = _get(cfg, "folds", int, "config.")
@@ -126,7 +127,7 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         return {"oof": {}, "per_fold": []}
     fix = f"fix: rerun `run.py cv --run {Path(run_dir).name}` with the run's flags, which rewrites it"
-    s = read_json(path, fix)
+    s = read_json(path, fix, "run summary")
     try:
         oof = _get(s, "oof", dict)
         for model, v in oof.items():
@@ -157,7 +158,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
     its runs, blended models (``run/model``), blend, averaging space, weights (finite, >= 0, not all 0; the
     fitted blend's per-fold weights too) and fingerprints."""
     path = Path(path)
-    m = read_json(path, FIX_SUBMIT)
+    m = read_json(path, FIX_SUBMIT, "submission manifest")
     try:
         _get(m, "submission", str)
         runs = _get(m, "runs", list)
@@ -209,7 +210,7 @@ PSEUDO_FIX = "fix: rerun the same `run.py cv --pseudo` command, which rebuilds i
 def read_pseudo_record(run_dir: Path) -> dict[str, Any]:
     """A pseudo-label round's ``pseudo.json``: at least the submission it was read from and its fingerprint."""
     path = Path(run_dir) / PSEUDO_JSON
-    record = read_json(path, PSEUDO_FIX)
+    record = read_json(path, PSEUDO_FIX, "pseudo-label record")
     try:
         _get(record, "submission", str)
         _get(record, "fingerprint", str)
@@ -280,7 +281,7 @@ def read_folds(workdir: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
     (data_fingerprint, folds, seed, split)."""
     path, meta_path = Path(workdir) / "folds.csv", Path(workdir) / "folds.json"
     fix = f"fix: delete {path} and {meta_path.name} to resplit (runs of the old split cannot be blended with new ones)"
-    meta = read_json(meta_path, fix) if meta_path.exists() else {}
+    meta = read_json(meta_path, fix, "saved split record") if meta_path.exists() else {}
     try:
         for key, kind in (("data_fingerprint", str), ("folds", int), ("seed", int), ("split", str)):
             _get(meta, key, kind, optional=True)

@@ -75,7 +75,8 @@ def open_store(workdir: Path) -> None:
     where = f"MLFLOW_TRACKING_URI={env}" if env else "--track mlflow"
     uri = tracking_uri(workdir)
     scheme = uri.partition("://")[0].lower() if "://" in uri else ""
-    if scheme in ("", "file"):
+    allow_files = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true")  # MLflow's own opt-in
+    if scheme in ("", "file") and not allow_files:
         raise UserError(
             f"{where}: a filesystem store (file:// or a plain path), which the installed MLflow client refuses; "
             f"fix: use one of {SUPPORTED}"
