@@ -14,7 +14,6 @@ The command line (``run.py``) is a thin layer over these functions: it parses fl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from competition.pipeline.run import AutoResult, run_auto
 from competition.reporting.analysis import DEFAULT_MAX_ROWS, build_report
 from competition.store.loading import load_runs
 from competition.store.predictions import OOF_FILE, TEST_FILE
+from competition.store.readers import read_summary
 from competition.store.runs import find_run, latest_run, read_run_config
 from competition.submission.score import Score, score_submission
 from competition.submission.submit import Submission, make_submission
@@ -90,9 +90,7 @@ class CVRun:
         if not (path / "config.json").is_file():
             path = find_run(default_workdir() if workdir is None else Path(workdir), str(run))
         summary = pd.read_csv(path / "scores.csv") if (path / "scores.csv").is_file() else pd.DataFrame()
-        oof = (
-            json.loads((path / "summary.json").read_text()).get("oof", {}) if (path / "summary.json").is_file() else {}
-        )
+        oof = read_summary(path)["oof"]
         return cls(path, summary, pd.DataFrame.from_dict(oof, orient="index", columns=["macro_f1", "accuracy"]))
 
 
@@ -112,7 +110,7 @@ def cv(
     (e.g. ``{"epochs": 2, "pseudo": "default-fitted"}``); ``run``: the run's folder name (default: the recipe's
     name); ``scheduler``: a Dask scheduler address to train on."""
     if isinstance(config, Config):
-        cfg, name = config, "custom"
+        cfg, name = config.validate(), "custom"
         if overrides or models:
             raise UserError("cv: pass overrides and models inside the Config, or a recipe path with overrides")
     else:

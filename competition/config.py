@@ -50,6 +50,7 @@ EXECUTION_KEYS = _keys_with("execution")
 FLAG_KEYS = _keys_with("flag")
 NOT_TUNABLE = RUN_KEYS  # a search may not change the split every trial shares, nor execution
 # The share-of-rows keys of the augmentations (see Config).
+MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds 0..2**32-1
 AUGMENT_P_KEYS = (
     "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p"
 )  # fmt: skip
@@ -115,11 +116,13 @@ class Config:
         """The recipe model ``name`` trains with: this config with its ``[per_model.<name>]`` keys applied."""
         return dataclasses.replace(self, per_model={}, **self.per_model.get(name, {}))
 
-    def validate(self) -> Config:
+    def validate(self, source: str = "config") -> Config:
+        """Check every value; a bad one is a UserError naming ``source`` (the config file and --set)."""
         infinite = [k for k, v in self.to_dict().items() if isinstance(v, float) and not math.isfinite(v)]
         checks = [
             (not infinite, f"{', '.join(infinite)} must be a finite number (not inf or nan)"),
             (self.folds >= 2, "folds must be >= 2"),
+            (0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED} (numpy's seed range)"),
             (0 < self.pseudo_precision <= 1, "pseudo_precision must be in (0, 1]"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.max_epochs >= 2, "max_epochs must be >= 2 (a warm-up epoch and a decay epoch)"),
@@ -154,15 +157,12 @@ class Config:
         ]
         for ok, msg in checks:
             if not ok:
-                raise UserError(f"config: {msg}; fix the value in the config file or --set")
+                raise UserError(f"{source}: {msg}; fix the value in the config file or --set")
         from competition.models import list_models
 
-        check_known([*self.models, *self.per_model], list_models(), "model", "config")
+        check_known([*self.models, *self.per_model], list_models(), "model", source)
         for name in self.per_model:
-            try:
-                self.for_model(name).validate()
-            except UserError as e:
-                raise UserError(str(e).replace("config:", f"config per_model.{name}:", 1)) from None
+            self.for_model(name).validate(f"{source} per_model.{name}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +191,10 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         return _coerce_per_model(value, source)
     default = getattr(Config(), key)
     try:
+        if isinstance(value, bool) and not isinstance(default, bool):  # TOML's true is not the number 1
+            raise ValueError(value)
+        if isinstance(default, str) and not isinstance(value, str):
+            raise ValueError(value)
         if isinstance(default, bool):
             if isinstance(value, bool):
                 return value
@@ -259,7 +263,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         else:
             values[k] = _coerce(k, v, "--set")
     values["per_model"] = per_model
-    return Config(**values).validate()
+    sources = [str(path)] if path is not None else []
+    sources += ["--set/flags"] if overrides else []
+    return Config(**values).validate(f"config ({' with '.join(sources)})" if sources else "config")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, str]:

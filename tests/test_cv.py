@@ -190,7 +190,7 @@ def test_per_model_tables_in_toml_and_their_errors(tmp_path):
     for bad, message in [
         ("[per_model.audio]\nseed = 1\n", "apply to the whole run"),
         ("[per_model.audoi]\nlr = 1e-3\n", "unknown model(s) ['audoi']"),
-        ("[per_model.audio]\nlr = -1\n", "config per_model.audio: lr must be > 0"),
+        ("[per_model.audio]\nlr = -1\n", "per_model.audio: lr must be > 0"),
         ("[per_model.audio]\nlearning_rate = 1\n", "unknown config key 'learning_rate'"),
         ("per_model = 3\n", "per_model must be tables"),
     ]:

@@ -177,7 +177,7 @@ def test_ctrl_c_on_a_two_worker_cv_exits_130_at_once_with_one_line(tiny_data, tm
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
 def test_non_finite_config_floats_are_refused(tiny_data, tmp_path, capsys, value):
     assert tiny_cv(tiny_data, tmp_path / "wd", "--set", f"lr={value}") == 2
-    one_error_line(capsys, "config: lr must be a finite number", "fix")
+    one_error_line(capsys, "lr must be a finite number", "fix")
     assert not (tmp_path / "wd").exists()
 
 

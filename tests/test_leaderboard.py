@@ -123,7 +123,8 @@ def test_old_unfinished_and_broken_runs_still_list(workdir, tmp_path):
     half = next(r for r in rows if r["run"] == "half" and r["model"] == "image")
     assert half["folds_done"] == 1 and half["oof_macro_f1"] is None
     assert next(r for r in rows if r["run"] == "old")["epochs"] == 3
-    assert "junk" not in {r["run"] for r in rows}
+    (junk,) = [r for r in rows if r["run"] == "junk"]  # listed, with the file that does not read named
+    assert junk["oof_macro_f1"] is None and f"{wd / 'junk' / 'config.json'}: unreadable run config" in junk["warning"]
 
 
 def test_runs_lists_studies_with_trial_counts(tmp_path, capsys):
@@ -173,6 +174,8 @@ def test_submission_scored_by_its_consensus_labels_when_applied(tmp_path):
     workdir, subs = tmp_path / "folds", tmp_path / "subs"
     subs.mkdir()
     base = {"submission": "s.csv", "runs": [{"name": "r", "dir": str(workdir / "r")}], "oof_nested_macro_f1": 0.99}
+    base |= {"models": ["r/image"], "blend": "equal", "average": "probs", "weights": {"r/image": 1.0}}
+    base |= {"data_fingerprint": "d", "split_fingerprint": "s"}
     (subs / "plain.json").write_text(json.dumps(base | {"submission": "plain.csv"}))
     pooled = {"applied": True, "oof_macro_f1_before": 0.99, "oof_macro_f1_after": 1.0}
     (subs / "pooled.json").write_text(json.dumps(base | {"submission": "pooled.csv", "consensus": pooled}))

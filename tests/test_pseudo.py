@@ -187,10 +187,15 @@ def edit_manifest(sub: Path, **changes) -> None:
         (lambda wd, sub: edit_manifest(sub, split_fingerprint="0" * 16), "fold split"),
         (lambda wd, sub: shutil.rmtree(wd / "base"), "run 'base' of model base/fusion not found"),
         (lambda wd, sub: (wd / "base" / "image" / "fold1.npz").unlink(), "fold(s) 1 of 2 missing"),
-        (lambda wd, sub: edit_manifest(sub, models=["base/fusion", "base/audio"]), "base/audio is not in run"),
+        (
+            lambda wd, sub: edit_manifest(
+                sub, models=["base/fusion", "base/audio"], weights={"base/fusion": 1, "base/audio": 1}, candidates=[]
+            ),
+            "base/audio is not in run",
+        ),
         (lambda wd, sub: sub.with_suffix(".json").write_text("{"), "unreadable submission manifest"),
-        (lambda wd, sub: edit_manifest(sub, runs=[{"name": "base"}]), "not a manifest written by"),
-        (lambda wd, sub: edit_manifest(sub, weights={}), "unreadable blend weights"),
+        (lambda wd, sub: edit_manifest(sub, runs=[{"name": "base"}]), "not a valid submission manifest"),
+        (lambda wd, sub: edit_manifest(sub, weights={}), "not a valid submission manifest"),
     ],
 )
 def test_bad_submission_is_one_line_exit_2_and_makes_no_run(base, tiny_data, capsys, breakage, message):

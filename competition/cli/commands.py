@@ -19,7 +19,8 @@ from competition.store.atomic import check_writable, write_text
 from competition.submission.submit import submit_tables
 from competition.tracking.leaderboard import leaderboard as _leaderboard
 from competition.tracking.leaderboard import tables
-from competition.tracking.mlflow import import_mlflow, log_cv_run, log_study, log_submission
+from competition.tracking.leaderboard import warnings as board_warnings
+from competition.tracking.mlflow import log_cv_run, log_or_warn, log_study, log_submission, open_store
 from competition.tuning.results import best_trials_table, importance_table, write_best_config
 from competition.tuning.search_space import SPACE_PATH, load_space
 from competition.tuning.study import Tuning
@@ -43,14 +44,17 @@ def cv_command(args) -> int:
     cfg, name = config_from_args(args)
     workdir = Path(args.workdir) if args.workdir else default_workdir()
     if args.track:
-        import_mlflow()  # a missing package is an error before training, not after
+        open_store(workdir)  # a missing package or an unusable store is an error before training, not after
     run = api.cv(
         args.data, config=cfg, workdir=workdir, run=check_name(name if args.run is None else args.run, "--run", "run"),
         scheduler=args.scheduler, artifacts=args.artifacts, verbose=True,
     )  # fmt: skip
     if args.track:
-        rid = log_cv_run(run.dir, workdir)
-        console.print(f"mlflow: {'logged as run ' + rid if rid else 'already logged, unchanged'}")
+        rid, warning = log_or_warn(log_cv_run, run.dir, workdir)
+        if warning is None:
+            console.print(f"mlflow: {'logged as run ' + rid if rid else 'already logged, unchanged'}")
+        else:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -99,7 +103,7 @@ def tune_command(args) -> int:
         threads=args.threads or 1,
     )
     if args.track:
-        import_mlflow()
+        open_store(t.workdir)
     out = Path(args.out) if args.out else user_configs() / f"tuned-{name}.toml"
     check_writable(out.parent)
     try:
@@ -121,8 +125,11 @@ def tune_command(args) -> int:
     if write_best_config(study, t, out) is not None:
         console.print(f"best config: {out}  (train it: python run.py cv --config {out})")
     if args.track:
-        parent, n = log_study(study, t.workdir, t.study_dir)
-        console.print(f"mlflow: study run {parent}, {n} trial(s) logged as nested runs")
+        logged, warning = log_or_warn(log_study, study, t.workdir, t.study_dir)
+        if warning is None:
+            console.print(f"mlflow: study run {logged[0]}, {logged[1]} trial(s) logged as nested runs")
+        else:
+            print(f"warning: {warning}", file=sys.stderr)
     if t.storage is None:
         console.print(f"dashboard: optuna-dashboard {t.journal}")
     return 0
@@ -139,17 +146,17 @@ def _models_flag(value: str | None) -> list[str] | None:
 
 def submit_command(args) -> int:
     """``python run.py submit``: blend the runs' models and write a validated submission."""
-    name = check_name(args.name, "--name", "submission", plus=True) if args.name else None
+    name = None if args.name is None else check_name(args.name, "--name", "submission", plus=True)
     workdir = Path(args.workdir) if args.workdir else default_workdir()
     out = Path(args.out) if args.out else default_submissions()
     check_writable(out)
     if args.track:
-        import_mlflow()
+        open_store(workdir)
     sub = api.submit(
         args.run or None, args.data, _models_flag(args.models), args.average, args.blend, args.consensus, args.full,
         args.seeds, args.keep_shifted, args.rounds, args.label_shift, args.offsets, workdir, verbose=True,
     )  # fmt: skip
-    path = sub.write(out, name)
+    path = sub.write(out, name, overwrite=args.overwrite)
     console.print(*submit_tables(sub.blend, sub.consensus))
     c = sub.blend.chosen
     score = f"OOF macro-F1 {sub.oof_macro_f1:.4f}" + (" (nested)" if c.nested_f1 is not None else "")
@@ -165,7 +172,11 @@ def submit_command(args) -> int:
         f"{sub.comp.root / 'sample_submission.csv'}; probabilities and manifest beside it"
     )
     if args.track:
-        console.print(f"mlflow: logged as run {log_submission(path.with_suffix('.json'), workdir)}")
+        rid, warning = log_or_warn(log_submission, path.with_suffix(".json"), workdir)
+        if warning is None:
+            console.print(f"mlflow: logged as run {rid}")
+        else:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -215,6 +226,8 @@ def runs_command(args) -> int:
     workdir = Path(args.workdir) if args.workdir else default_workdir()
     subs = Path(args.submissions) if args.submissions else default_submissions()
     board = _leaderboard(workdir, subs, args.model, Path(args.data) if args.data else None)
+    for line in board_warnings(board):  # a damaged run or manifest keeps its row; its file is named here
+        print(f"warning: {line}", file=sys.stderr)
     if args.json:
         try:
             print(json.dumps(board, indent=2, default=str), flush=True)

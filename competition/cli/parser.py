@@ -139,6 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--rounds", type=int, default=25, help="greedy ensemble selection steps (default 25)")
     submit.add_argument("--name", default=None, help="submission file name (default: <runs>-<blend>)")
     submit.add_argument("--out", default=None, help="folder for the submission (default: submissions/)")
+    submit.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a submission of the same --name made from other runs (default: refuse)",
+    )
     add_track_flag(submit)
     score = sub.add_parser("score", help="score a submission CSV against a labelled holdout CSV")
     score.add_argument("submission", help="submission CSV (row_id,label)")

@@ -5,7 +5,6 @@ and blendable.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from competition.data.load import Competition
 from competition.splits.adversarial import load_or_run
 from competition.splits.kinds import choose_split, cluster_folds, split_groups
 from competition.store.atomic import write_json, write_text
+from competition.store.readers import read_folds
 from competition.utils.console import console
 from competition.utils.errors import UserError
 
@@ -32,7 +32,11 @@ def make_folds(y: np.ndarray, k: int, seed: int, groups: np.ndarray | None = Non
         splits = splitter.split(np.zeros(len(y)), y)
     else:
         if len(np.unique(groups)) < k:
-            raise UserError(f"data: only {len(np.unique(groups))} distinct duplicate groups, fewer than --folds {k}")
+            raise UserError(
+                f"data: only {len(np.unique(groups))} distinct groups of duplicate rows, fewer than --folds {k}; "
+                f"fix: pass --folds {max(2, len(np.unique(groups)))} or fewer, or --set split=stratified when "
+                "duplicate rows need not share a fold"
+            )
         counts = np.bincount(y)[np.unique(y)]  # rows per present class
         if counts.max() < k:
             raise UserError(
@@ -81,7 +85,7 @@ def load_or_make_folds(
     meta = {"data": str(comp.root), "data_fingerprint": comp.fingerprint, "folds": k, "seed": seed}
     meta |= {"grouped": kind != "stratified", "split": kind}
     if path.exists():
-        saved = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        df, saved = read_folds(workdir)
         saved.setdefault("split", "grouped" if saved.get("grouped") else "stratified")  # saved before split kinds
         for key in ("data_fingerprint", "folds", "split"):  # the seed only matters when making it
             if saved.get(key) != meta[key]:
@@ -89,7 +93,6 @@ def load_or_make_folds(
                     f"{path}: saved split has {key}={saved.get(key)!r} but this run asks for {meta[key]!r}; "
                     f"fix: pass --workdir DIR for a separate workspace, or delete {path} to resplit"
                 )
-        df = pd.read_csv(path)
         if len(df) != comp.n_train or not (df["row_id"].to_numpy() == comp.row_ids).all():
             raise UserError(f"{path}: rows do not match the data's y_train.csv; fix: delete {path} to resplit")
         if saved.get("seed") != seed:  # kept: every run of a workdir shares one split (runs are blended on it)

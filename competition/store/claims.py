@@ -18,11 +18,11 @@ import json
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from competition.store.readers import read_claim
 from competition.store.runs import claim_path, run_lock
 
 HEARTBEAT = 30.0  # seconds between touches of a held claim
@@ -56,24 +56,10 @@ def owner_alive(host: str, pid: int, ticks: str | None) -> bool | None:
     return True
 
 
-def read_claim(path: Path) -> tuple[dict | None, float] | None:
-    """A claim's owner record (None while it is being written or unreadable) and its age in seconds; None if absent."""
-    try:
-        age = time.time() - path.stat().st_mtime
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    try:
-        info = json.loads(text)
-    except ValueError:
-        info = None
-    return (info if isinstance(info, dict) else None), age
-
-
 def claim_dead(info: dict | None, age: float, stale_after: float = STALE_AFTER) -> bool:
     """Whether a claim's owner is gone: a dead process of this host, or no heartbeat for ``stale_after`` seconds."""
     if info is not None:
-        alive = owner_alive(info.get("host", ""), int(info.get("pid", -1)), info.get("start_ticks"))
+        alive = owner_alive(info["host"], info["pid"], info.get("start_ticks"))
         if alive is not None:
             return not alive
     return age > stale_after  # another host's owner (or a claim never written): judged by its heartbeat

@@ -55,19 +55,21 @@ def load_run(run_dir: Path, n_train: int, models: list[str] | None = None) -> Ru
 
 
 def load_finished_run(
-    run_dir: Path, comp: Competition, models: list[str] | None = None, meta: dict | None = None
+    run_dir: Path, comp: Competition, models: list[str] | None = None, meta: dict | None = None, fix: str = ""
 ) -> Run:
     """A run whose every wanted model has every fold, each array the shape ``comp`` calls for (for submit);
-    ``meta``: its config.json when the caller has read it already."""
+    ``meta``: its config.json when the caller has read it already; ``fix``: the fix a missing fold's error names
+    (default: finish the run, or leave the model out with --models)."""
     meta = read_run_config(run_dir) if meta is None else meta
     names = [m for m in meta["config"]["models"] if models is None or m in models]
     missing = {m: f for m, f in missing_folds(run_dir, meta).items() if m in names}
     if missing:
         m, f = next(iter(missing.items()))
-        raise UserError(
-            f"{run_dir / m}: fold(s) {','.join(map(str, f))} of {meta['config']['folds']} missing; fix: finish the "
-            f"run with `run.py cv --run {run_dir.name}` (same flags), or leave the model out with --models"
+        fix = fix or (
+            f"fix: finish the run with `run.py cv --run {run_dir.name}` (same flags), or leave the model out "
+            "with --models"
         )
+        raise UserError(f"{run_dir / m}: fold(s) {','.join(map(str, f))} of {meta['config']['folds']} missing; {fix}")
     units = {m: [unit_path(run_dir, m, f) for f in range(meta["config"]["folds"])] for m in names}
     return _assemble(run_dir, meta, units, comp.n_train, comp)
 

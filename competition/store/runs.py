@@ -29,11 +29,11 @@ from filelock import FileLock, Timeout
 from competition.config import Config
 from competition.data.load import Competition
 from competition.store.atomic import write_json
+from competition.store.readers import CONFIG_FILE, read_run_config
 from competition.utils.console import console
 from competition.utils.errors import UserError
 from competition.utils.validation import check_name
 
-CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 LOCK_TIMEOUT = 120.0  # seconds to wait for the run's lock before giving up
 _FOLD_FILE = re.compile(r"fold(\d+)(?:\.npz|\.pt|_history\.csv)")
@@ -183,27 +183,6 @@ def add_to_run_config(run_dir: Path, cfg: Config, comp: Competition, split_fp: s
         saved = check_resumable(run_dir, cfg, comp, split_fp)
         models = sorted(set(saved["config"].get("models", []) if saved else []) | set(cfg.models))
         write_run_config(run_dir, cfg.to_dict() | {"models": models}, comp, split_fp)
-
-
-def read_run_config(run_dir: Path) -> dict:
-    """A run's ``config.json`` (keys config, data, data_fingerprint, split_fingerprint); UserError if absent/bad."""
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise UserError(f"{run_dir}: not a cv run (no config.json); fix: pass --run with a run made by `run.py cv`")
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        meta = {"error": str(e)}
-    if (
-        not isinstance(meta, dict)
-        or not isinstance(meta.get("config"), dict)
-        or not {"folds", "models"} <= meta["config"].keys()
-    ):
-        raise UserError(
-            f"{path}: unreadable run config (not the config.json `run.py cv` writes); fix: restore it, or delete "
-            f"{run_dir} and rerun `run.py cv --run {run_dir.name}`"
-        )
-    return meta
 
 
 def data_mismatch(meta: dict, comp: Competition) -> bool:

@@ -13,6 +13,7 @@ from competition.data.load import Competition
 from competition.ensemble.blend import Agreement, BlendResult
 from competition.store.atomic import environment, write_json, write_npz, write_text
 from competition.store.loading import Run
+from competition.store.readers import read_manifest
 from competition.utils.errors import UserError
 from competition.utils.validation import check_columns, check_labels, check_same_ids, read_csv
 
@@ -38,6 +39,24 @@ def validate_submission(path: Path, sample_path: Path) -> None:
     if not (sub[sub.columns[0]].to_numpy() == sample[sample.columns[0]].to_numpy()).all():
         raise UserError(f"{path}: row_ids are not in the order of {sample_path}; fix: keep the sample's order")
     check_labels(sub[sub.columns[-1]], sub[sub.columns[0]], path)
+
+
+def check_replaceable(out_dir: Path, name: str, runs: list[Run]) -> None:
+    """Refuse to replace a submission ``name`` in ``out_dir`` made from other runs (or of unknown origin): a
+    pseudo-label round built on it could no longer resume. One made from the same runs is a rerun: replaced."""
+    csv, manifest = out_dir / f"{name}.csv", out_dir / f"{name}.json"
+    if not csv.exists() and not manifest.exists():
+        return
+    try:
+        old = {(r["name"], Path(r["dir"]).resolve()) for r in read_manifest(manifest)["runs"]}
+    except UserError:
+        old = None  # a CSV without a readable manifest: not ours to replace silently
+    if old != {(r.name, r.dir.resolve()) for r in runs}:
+        made = "other runs (" + ", ".join(sorted(f"{d}" for _, d in old)) + ")" if old else "an unknown origin"
+        raise UserError(
+            f"{csv}: a submission of that name, made from {made}, already exists; fix: pass another --name, or "
+            "--overwrite to replace it"
+        )
 
 
 def write_submission(

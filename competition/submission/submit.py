@@ -27,7 +27,7 @@ from competition.ensemble.consensus import ConsensusReport, decide_consensus, jo
 from competition.ensemble.decisions import Decisions, decide
 from competition.ensemble.stack import MIN_FOLDS
 from competition.store.loading import Run
-from competition.submission.files import write_submission
+from competition.submission.files import check_replaceable, write_submission
 from competition.train.refit import refit_run
 from competition.utils.console import console
 from competition.utils.errors import UserError
@@ -94,10 +94,13 @@ class Submission:
             )  # fmt: skip
         return pd.DataFrame(rows)
 
-    def write(self, out: str | Path | None = None, name: str | None = None) -> Path:
-        """Write ``<out>/<name>.csv`` (validated), ``.probs.npz`` and ``.json``; returns the CSV's path."""
+    def write(self, out: str | Path | None = None, name: str | None = None, overwrite: bool = False) -> Path:
+        """Write ``<out>/<name>.csv`` (validated), ``.probs.npz`` and ``.json``; returns the CSV's path. A submission
+        of the same name made from other runs is replaced only with ``overwrite``."""
         out = default_submissions() if out is None else Path(out)
         name = self.name if name is None else check_name(name, "--name", "submission", plus=True).removesuffix(".csv")
+        if not overwrite:
+            check_replaceable(out, name, self.runs)
         extra = {
             "consensus": self.consensus.manifest(),
             "decisions": self.decisions.manifest(),

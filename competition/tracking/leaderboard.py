@@ -3,7 +3,8 @@
 It only reads what the commands already write: a cv run's ``config.json``, ``summary.json`` and
 ``environment.json``; a study's journal file (or, for a study kept in a database, its ``trials.csv`` and trial
 folders); a submission's manifest ``<name>.json``. A run, study or file it cannot read is listed with what is
-missing, never an error: the leaderboard of a half-finished workdir is still a leaderboard.
+missing, never an error: the leaderboard of a half-finished workdir is still a leaderboard. A run or submission
+whose file is damaged keeps its row, with a ``warning`` naming the file and the fix.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pandas as pd
 from rich.table import Table
 
 from competition.config import FIELDS, Config, load_config
+from competition.store.readers import read_manifest, read_run_config, read_summary
 from competition.utils.console import fmt_value
 from competition.utils.errors import UserError
 from competition.utils.paths import DEFAULT_RECIPE
@@ -58,19 +60,25 @@ def recipe_diff(config: dict[str, Any], model: str, default: Config) -> dict[str
 
 
 def cv_rows(workdir: Path, default: Config) -> list[dict[str, Any]]:
-    """One row per model of every cv run under ``workdir``: OOF scores once the model has every fold."""
+    """One row per model of every cv run under ``workdir``: OOF scores once the model has every fold. A run whose
+    config.json or summary.json does not read is still listed, its row's ``warning`` naming the file and the fix."""
     rows = []
     for run_dir in sorted(p for p in workdir.iterdir() if (p / "config.json").is_file()):
-        meta = _read_json(run_dir / "config.json")
-        if meta is None or not isinstance(meta.get("config"), dict):
+        try:
+            meta = read_run_config(run_dir)
+        except UserError as e:
+            rows.append(_broken_run_row(run_dir, str(e)))
             continue
-        cfg = meta["config"]
-        summary = _read_json(run_dir / "summary.json") or {}
+        cfg, warning = meta["config"], None
+        try:
+            summary = read_summary(run_dir)
+        except UserError as e:
+            summary, warning = {"oof": {}, "per_fold": []}, str(e)
         env = _read_json(run_dir / "environment.json") or {}
-        per_fold = pd.DataFrame(summary.get("per_fold") or [], columns=["model", "fold", "seconds"])
-        for model in cfg.get("models", []):
+        per_fold = pd.DataFrame(summary["per_fold"], columns=["model", "fold", "seconds"])
+        for model in cfg["models"]:
             mine = per_fold[per_fold["model"] == model]
-            oof = (summary.get("oof") or {}).get(model)
+            oof = summary["oof"].get(model)
             n_done = len(list((run_dir / model).glob("fold*.npz")))
             rows.append(
                 {
@@ -82,15 +90,26 @@ def cv_rows(workdir: Path, default: Config) -> list[dict[str, Any]]:
                     "epochs": cfg.get("per_model", {}).get(model, {}).get("epochs", cfg.get("epochs")),
                     "oof_macro_f1": None if oof is None else oof["macro_f1"],
                     "oof_accuracy": None if oof is None else oof["accuracy"],
-                    "train_seconds": float(mine["seconds"].sum()) if len(mine) else None,
+                    "train_seconds": float(pd.to_numeric(mine["seconds"]).sum()) if len(mine) else None,
                     "recipe": recipe_diff(cfg, model, default),
                     "date": _mtime(run_dir / "summary.json") or env.get("time_utc"),
                     "data": meta.get("data"),
                     "data_fingerprint": meta.get("data_fingerprint"),
                     "path": str(run_dir),
+                    "warning": warning,
                 }
             )
     return rows
+
+
+def _broken_run_row(run_dir: Path, warning: str) -> dict[str, Any]:
+    """The row of a run whose config.json does not read: its name, path and the warning, nothing else known."""
+    return {
+        "kind": "cv", "run": run_dir.name, "model": "?", "folds": None, "folds_done": 0, "epochs": None,
+        "oof_macro_f1": None, "oof_accuracy": None, "train_seconds": None, "recipe": {},
+        "date": _mtime(run_dir / "config.json"), "data": None, "data_fingerprint": None, "path": str(run_dir),
+        "warning": warning,
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------- tune studies
@@ -175,10 +194,15 @@ def submission_rows(submissions: Path, workdir: Path) -> list[dict[str, Any]]:
     """One row per submission manifest in ``submissions`` whose runs are runs of ``workdir``."""
     rows = []
     for path in sorted(submissions.glob("*.json")) if submissions.is_dir() else []:
-        m = _read_json(path)
-        if m is None or "submission" not in m or "runs" not in m:
+        raw = _read_json(path)
+        if raw is not None and "submission" not in raw:
+            continue  # another JSON file beside the submissions
+        try:
+            m = read_manifest(path)
+        except UserError as e:
+            rows.append(_broken_submission_row(path, str(e)))
             continue
-        run_dirs = {Path(r.get("dir", "")).resolve().parent for r in m["runs"]}
+        run_dirs = {Path(r["dir"]).resolve().parent for r in m["runs"]}
         if run_dirs != {workdir.resolve()}:
             continue
         nested = m.get("oof_nested_macro_f1")
@@ -203,9 +227,20 @@ def submission_rows(submissions: Path, workdir: Path) -> list[dict[str, Any]]:
                 "data": m.get("data"),
                 "data_fingerprint": m.get("data_fingerprint"),
                 "path": str(path),
+                "warning": None,
             }
         )
     return rows
+
+
+def _broken_submission_row(path: Path, warning: str) -> dict[str, Any]:
+    """The row of a manifest that does not read: its name, path and the warning."""
+    return {
+        "kind": "submission", "submission": path.with_suffix(".csv").name, "blend": "?", "average": "?",
+        "oof_macro_f1": None, "oof_nested_macro_f1": None, "oof_accuracy": None, "score": None, "runs": [],
+        "models": [], "weights": {}, "date": _mtime(path), "data": None, "data_fingerprint": None, "path": str(path),
+        "warning": warning,
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the leaderboard
@@ -237,12 +272,20 @@ def leaderboard(
             raise UserError(
                 f"--data {data}: cannot read the competition files ({e}); fix: pass a data folder"
             ) from None
-        out = {k: [r for r in rows if r.get("data_fingerprint") == fp] for k, rows in out.items()}
+        # a damaged run's or manifest's row stays, whatever it was made of: its warning is the point
+        out = {k: [r for r in rows if r.get("data_fingerprint") == fp or r.get("warning")] for k, rows in out.items()}
     if model is not None:
-        out["runs"] = [r for r in out["runs"] if r["model"] == model]
+        out["runs"] = [r for r in out["runs"] if r["model"] in (model, "?")]
         out["studies"] = [r for r in out["studies"] if r["model"] == model]
-        out["submissions"] = [r for r in out["submissions"] if any(m.rpartition("/")[2] == model for m in r["models"])]
+        out["submissions"] = [
+            r for r in out["submissions"] if any(m.rpartition("/")[2] == model for m in r["models"]) or r.get("warning")
+        ]
     return out
+
+
+def warnings(board: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The distinct warnings of the board's rows (a damaged run or manifest), one line each."""
+    return list(dict.fromkeys(r["warning"] for rows in board.values() for r in rows if r.get("warning")))
 
 
 def _score(v: float | None) -> str:
@@ -269,11 +312,13 @@ def tables(board: dict[str, list[dict[str, Any]]], workdir: Path) -> list[Table]
         wide = {"min_width": 26} if col.startswith("recipe") else {"no_wrap": col != "run"}
         runs.add_column(col, justify=justify, style="bold" if col == "OOF F1" else None, overflow="fold", **wide)
     for r in board["runs"]:
-        folds = str(r["folds"]) if r["folds_done"] >= (r["folds"] or 0) else f"{r['folds_done']}/{r['folds']}"
+        epochs = "-" if r["epochs"] is None else str(r["epochs"])
+        folds = "-" if r["folds"] is None else str(r["folds"])
+        folds = folds if r["folds_done"] >= (r["folds"] or 0) else f"{r['folds_done']}/{r['folds']}"
         seconds = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
         recipe = " ".join(f"{k}={fmt_value(v)}" for k, v in r["recipe"].items()) or "default"
         runs.add_row(
-            r["run"], r["model"], folds, str(r["epochs"]), _score(r["oof_macro_f1"]), _score(r["oof_accuracy"]),
+            r["run"], r["model"], folds, epochs, _score(r["oof_macro_f1"]), _score(r["oof_accuracy"]),
             seconds, recipe, _day(r["date"]),
         )  # fmt: skip
     studies = Table(title="tune studies (best trial's mean fold macro-F1 first)")

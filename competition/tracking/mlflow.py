@@ -18,13 +18,13 @@ unchanged is skipped. mlflow is imported only when tracking is asked for.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from competition.store.readers import read_manifest, read_run_config, read_summary
 from competition.utils.errors import UserError
 
 TRACKERS = ("mlflow",)
@@ -42,20 +42,87 @@ def import_mlflow():
     return mlflow
 
 
+SUPPORTED = (
+    "sqlite:///PATH/mlflow.db, postgresql://..., mysql://..., http(s)://HOST:PORT (an MLflow server), or unset "
+    "(<workdir>/mlruns/mlflow.db)"
+)
+# An unreachable server answers within about 10 s (MLflow's defaults retry for minutes); the user's own settings win.
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+               "MLFLOW_HTTP_REQUEST_TIMEOUT": "3"}  # fmt: skip
+
+
 def tracking_uri(workdir: Path) -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else the SQLite store ``<workdir>/mlruns/mlflow.db``."""
+    """``MLFLOW_TRACKING_URI`` when set, else the SQLite store ``<workdir>/mlruns/mlflow.db`` (its folder made)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     store = (workdir / STORE_DIR).resolve()
-    store.mkdir(parents=True, exist_ok=True)
+    try:
+        store.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file named mlruns, an unwritable workdir
+        raise UserError(
+            f"{store}: cannot hold the MLflow store ({e.strerror}); fix: move that file away, or set "
+            f"MLFLOW_TRACKING_URI to one of {SUPPORTED}"
+        ) from None
     return f"sqlite:///{store / 'mlflow.db'}"
+
+
+def open_store(workdir: Path) -> None:
+    """Open and check the tracking store before any work: an unusable one (a filesystem URI, a SQLite file in
+    a folder that is not one, an unreachable server) is one UserError, and nothing is trained or written."""
+    import_mlflow()
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    where = f"MLFLOW_TRACKING_URI={env}" if env else "--track mlflow"
+    uri = tracking_uri(workdir)
+    scheme = uri.partition("://")[0].lower() if "://" in uri else ""
+    allow_files = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("1", "true")  # MLflow's own opt-in
+    if scheme in ("", "file") and not allow_files:
+        raise UserError(
+            f"{where}: a filesystem store (file:// or a plain path), which the installed MLflow client refuses; "
+            f"fix: use one of {SUPPORTED}"
+        )
+    if scheme == "sqlite":
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise UserError(
+                f"{where}: {folder} is not a folder, so it cannot hold the SQLite store; fix: create the folder, or "
+                f"point MLFLOW_TRACKING_URI at a SQLite file in one"
+            )
+    try:
+        _client(workdir).search_experiments(max_results=1)
+    except Exception as e:  # mlflow raises MlflowException, sqlalchemy and requests errors alike
+        raise UserError(
+            f"{where}: the tracking store does not answer ({_short(e)}); fix: {_store_fix(scheme)}"
+        ) from None
+
+
+def _store_fix(scheme: str) -> str:
+    if scheme.startswith("http"):
+        return "start the MLflow server, or unset MLFLOW_TRACKING_URI for the local store"
+    return f"check the store's address and permissions, or use one of {SUPPORTED}"
+
+
+def _short(e: BaseException) -> str:
+    """An exception as one short line for a message."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    return f"{type(e).__name__}: {first[:200]}"
+
+
+def log_or_warn(log, *args):
+    """``log(*args)`` after the work is done: a tracking failure costs the record only, never the run or the
+    submission. Returns (what ``log`` returns, None) or (None, the one-line warning)."""
+    try:
+        return log(*args), None
+    except Exception as e:
+        return None, f"--track mlflow: not logged ({_short(e)}); the results are kept; fix the store, then rerun"
 
 
 def _client(workdir: Path):
     mlflow = import_mlflow()
     import logging
 
+    for key, value in HTTP_LIMITS.items():
+        os.environ.setdefault(key, value)
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # "Creating initial MLflow database tables..."
     logging.getLogger("alembic").setLevel(logging.WARNING)
     return mlflow.MlflowClient(tracking_uri=tracking_uri(workdir))
@@ -114,9 +181,8 @@ def log_cv_run(run_dir: Path, workdir: Path) -> str | None:
     """Log a cv run folder as one MLflow run; returns its run id (None when it is logged already, unchanged)."""
     client = _client(workdir)
     exp = _experiment(client, workdir, "cv")
-    meta = json.loads((run_dir / "config.json").read_text())
+    meta, summary = read_run_config(run_dir), read_summary(run_dir)
     summary_bytes = (run_dir / "summary.json").read_bytes()
-    summary = json.loads(summary_bytes)
     tags = {
         "competition.path": str(run_dir.resolve()),
         "competition.summary": hashlib.sha256(summary_bytes).hexdigest()[:16],
@@ -214,7 +280,7 @@ def log_submission(manifest: Path, workdir: Path) -> str:
     """Log a submission's manifest, scores and weights as one MLflow run; returns its run id."""
     client = _client(workdir)
     exp = _experiment(client, workdir, "submissions")
-    m = json.loads(manifest.read_text())
+    m = read_manifest(manifest)
     run = client.create_run(exp, run_name=manifest.stem, tags={"competition.kind": "submission"})
     rid = run.info.run_id
     params = {

@@ -78,7 +78,7 @@ def run_cv(
     adversarial.save(run_dir / "adversarial.json", comp, adv)
     pseudo_rows = {}
     if rnd is not None:
-        pseudo_rows, lines = pseudo.save_or_check(run_dir, rnd)
+        pseudo_rows, lines = pseudo.save_or_check(run_dir, rnd, comp.n_test)
         if not quiet:
             console.print(*lines, sep="\n")
     where = {} if local else {"scheduler": executor.address}

@@ -13,7 +13,6 @@ reads, and per fold figures), written in that order: the JSON marks the sets don
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +23,10 @@ from competition.data.load import N_CLASSES, Competition
 from competition.ensemble.blend import combine, to_space
 from competition.store.atomic import write_json, write_npz
 from competition.store.loading import load_finished_run
+from competition.store.readers import PSEUDO_JSON, PSEUDO_NPZ, read_manifest, read_pseudo_record, read_pseudo_sets
 from competition.store.runs import CONFIG_FILE, unit_path
 from competition.utils.errors import UserError
 from competition.utils.paths import default_submissions
-
-PSEUDO_JSON = "pseudo.json"
-PSEUDO_NPZ = "pseudo.npz"
 
 
 @dataclass
@@ -97,19 +94,6 @@ def fold_pseudo_labels(
 # --- the submission: its manifest, runs and per-fold weights ---------------------------------------------
 
 
-def _read_manifest(path: Path) -> dict:
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: unreadable submission manifest ({e}); fix: rerun `run.py submit`") from None
-    keys = {"runs", "models", "blend", "average", "weights", "data_fingerprint", "split_fingerprint"}
-    runs = manifest.get("runs") if isinstance(manifest, dict) else None
-    named = isinstance(runs, list) and all(isinstance(r, dict) and {"name", "dir"} <= r.keys() for r in runs)
-    if not named or not keys <= manifest.keys():
-        raise UserError(f"{path}: not a manifest written by `run.py submit` (no {sorted(keys)}); fix the path")
-    return manifest
-
-
 @dataclass
 class Source:
     """A submission as pseudo-labels read it: its blend's models' fold predictions and per-fold weights."""
@@ -145,7 +129,7 @@ def _fold_weights(m: dict, models: list[str], folds: int) -> tuple[str, str, np.
 
 def load_source(path: Path, comp: Competition, split_fp: str, folds: int, run_dir: Path) -> Source:
     """Read and check the submission ``path`` for a run in ``run_dir`` on ``comp`` with split ``split_fp``."""
-    m = _read_manifest(path)
+    m = read_manifest(path)
     if m["data_fingerprint"] != comp.fingerprint:
         raise UserError(
             f"{path}: submission made on data {m.get('data')} ({m['data_fingerprint']}), not --data {comp.root} "
@@ -172,7 +156,8 @@ def load_source(path: Path, comp: Competition, split_fp: str, folds: int, run_di
             )
         if d == run_dir.resolve():
             raise UserError(f"{path}: blends this run itself ({d}); fix: pass --run NEW_NAME")
-        runs[run] = load_finished_run(d, comp, names)
+        fix = f"fix: finish that run with `run.py cv --run {run}` (its flags), then rerun `run.py submit` on it"
+        runs[run] = load_finished_run(d, comp, names, fix=fix)
         meta = runs[run].meta
         if (meta.get("data_fingerprint"), meta.get("split_fingerprint")) != (comp.fingerprint, split_fp):
             raise UserError(
@@ -194,10 +179,8 @@ def load_source(path: Path, comp: Competition, split_fp: str, folds: int, run_di
             h.update(unit_path(dirs[run], model, k).read_bytes())
     try:
         blend, space, weights, note = _fold_weights(m, models, folds)
-    except (KeyError, TypeError, ValueError, IndexError) as e:
-        raise UserError(
-            f"{path}: unreadable blend weights ({type(e).__name__}: {e}); fix: rerun `run.py submit`"
-        ) from None
+    except ValueError as e:
+        raise UserError(f"{path}: unusable blend weights ({e}); fix: rerun `run.py submit`") from None
     return Source(path, blend, space, models, oof, test, weights, h.hexdigest()[:16], note)
 
 
@@ -225,45 +208,29 @@ def compute(run_dir: Path, comp: Competition, fold_of: np.ndarray, split_fp: str
     return Round(src, cfg.pseudo_precision, sets)
 
 
-def save_or_check(run_dir: Path, rnd: Round) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], list[str]]:
+def save_or_check(run_dir: Path, rnd: Round, n_test: int) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], list[str]]:
     """Save the round's sets in the run folder, or on a resume check that its submission and the fold files it
-    reads are unchanged and read the saved sets back. Returns {fold: (test rows, labels)} and the lines that
-    describe them."""
+    reads are unchanged and read the saved sets back. A deleted or damaged ``pseudo.npz`` / ``pseudo.json`` is
+    rebuilt from the submission when its fingerprint shows it unchanged (the sets are a pure function of it).
+    Returns {fold: (test rows, labels)} and the lines that describe them."""
     src, sets, saved_path = rnd.source, rnd.sets, run_dir / PSEUDO_JSON
-    if saved_path.is_file():
-        saved = json.loads(saved_path.read_text())
+    lines = [src.note] if src.note else []
+    if saved_path.exists() or (run_dir / PSEUDO_NPZ).exists() or any(run_dir.glob("*/fold*.npz")):
+        saved, rebuild = _saved_round(run_dir, rnd, n_test)
         if saved.get("fingerprint") != src.fingerprint or saved.get("submission") != str(src.path):
             raise UserError(
                 f"{saved_path}: run {run_dir.name!r} was trained with the pseudo-labels of {saved.get('submission')} "
                 f"(fingerprint {saved.get('fingerprint')}), but {src.path} now reads as {src.fingerprint} (the "
                 f"submission or its runs changed); fix: pass --run NEW_NAME, or delete {run_dir} to start it over"
             )
-        with np.load(run_dir / PSEUDO_NPZ) as z:
-            for k, s in enumerate(sets):
-                s.idx, s.labels, s.threshold = z[f"idx{k}"], z[f"labels{k}"], float(z["thresholds"][k])
+        if rebuild:
+            lines.append(f"{rebuild}: rebuilt from {src.path.name}, unchanged since the run began (same fingerprint)")
+            _write_round(run_dir, rnd)
+        else:
+            for s, (idx, labels, threshold) in zip(sets, saved["sets"], strict=True):
+                s.idx, s.labels, s.threshold = idx, labels, threshold
     else:
-        arrays = {f"idx{k}": s.idx for k, s in enumerate(sets)} | {f"labels{k}": s.labels for k, s in enumerate(sets)}
-        write_npz(run_dir / PSEUDO_NPZ, thresholds=np.array([s.threshold for s in sets]), **arrays)
-        write_json(
-            saved_path,
-            {
-                "submission": str(src.path),
-                "fingerprint": src.fingerprint,
-                "blend": src.blend,
-                "average": src.space,
-                "models": src.models,
-                "fold_weights": np.round(src.weights, 6).tolist(),
-                "precision": rnd.precision,
-                "folds": [
-                    {"threshold": _finite(s.threshold), "rows": len(s.idx), "calibration_rows": s.calib_rows,
-                     "calibration_precision": _finite(s.calib_precision),
-                     "per_class": np.bincount(s.labels, minlength=N_CLASSES).tolist()}
-                    for s in sets
-                ],
-                "note": src.note,
-            },
-        )  # fmt: skip
-    lines = [src.note] if src.note else []
+        _write_round(run_dir, rnd)
     per_fold = []
     for k, s in enumerate(sets):
         counts = np.bincount(s.labels, minlength=N_CLASSES)
@@ -273,3 +240,57 @@ def save_or_check(run_dir: Path, rnd: Round) -> tuple[dict[int, tuple[np.ndarray
         f"logits, precision >= {rnd.precision} out of fold): " + "; ".join(per_fold)
     )
     return {k: (s.idx, s.labels) for k, s in enumerate(sets)}, lines
+
+
+def _saved_round(run_dir: Path, rnd: Round, n_test: int) -> tuple[dict, str]:
+    """The saved round (``submission``, ``fingerprint`` and, when they read, the ``sets``) and the file to rebuild
+    ("" when none). A damaged ``pseudo.json`` loses the fingerprint: the saved sets stand in for it (equal to the
+    submission's sets now only when it is unchanged), and before any unit trained nothing depends on either."""
+    sets, src = rnd.sets, rnd.source
+    try:
+        record = read_pseudo_record(run_dir)
+    except UserError:
+        record = None
+    try:
+        saved = read_pseudo_sets(run_dir, len(sets), n_test)
+    except UserError:
+        saved = None
+    if record is not None:
+        return (record | {"sets": saved}, "") if saved is not None else (record, PSEUDO_NPZ)
+    same = saved is not None and all(
+        np.array_equal(idx, s.idx) and np.array_equal(labels, s.labels)
+        for (idx, labels, _), s in zip(saved, sets, strict=True)
+    )
+    if same or not any(run_dir.glob("*/fold*.npz")):
+        return {"submission": str(src.path), "fingerprint": src.fingerprint}, PSEUDO_JSON
+    raise UserError(
+        f"{run_dir / PSEUDO_JSON}: missing or damaged, and {PSEUDO_NPZ} does not show that the run's trained folds "
+        f"used the pseudo-labels {src.path.name} gives now; fix: restore both files, or pass --run NEW_NAME, or "
+        f"delete {run_dir} to start it over"
+    )
+
+
+def _write_round(run_dir: Path, rnd: Round) -> None:
+    """``pseudo.npz`` then ``pseudo.json`` (which marks the sets done)."""
+    src, sets = rnd.source, rnd.sets
+    arrays = {f"idx{k}": s.idx for k, s in enumerate(sets)} | {f"labels{k}": s.labels for k, s in enumerate(sets)}
+    write_npz(run_dir / PSEUDO_NPZ, thresholds=np.array([s.threshold for s in sets]), **arrays)
+    write_json(
+        run_dir / PSEUDO_JSON,
+        {
+            "submission": str(src.path),
+            "fingerprint": src.fingerprint,
+            "blend": src.blend,
+            "average": src.space,
+            "models": src.models,
+            "fold_weights": np.round(src.weights, 6).tolist(),
+            "precision": rnd.precision,
+            "folds": [
+                {"threshold": _finite(s.threshold), "rows": len(s.idx), "calibration_rows": s.calib_rows,
+                 "calibration_precision": _finite(s.calib_precision),
+                 "per_class": np.bincount(s.labels, minlength=N_CLASSES).tolist()}
+                for s in sets
+            ],
+            "note": src.note,
+        },
+    )  # fmt: skip

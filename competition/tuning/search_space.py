@@ -89,7 +89,7 @@ def _param_spec(where: str, key: str, spec: Any, base: Config) -> dict[str, Any]
         try:
             load_config(None, base.to_dict() | {key: v})
         except UserError as e:
-            problem = str(e).removeprefix("config: ").split(";")[0]
+            problem = str(e).split(": ", 1)[-1].split(";")[0]  # without the "config (...)" prefix
             raise UserError(f"{where}: the value {v!r} is not allowed ({problem}); fix the range") from None
     return out
 
