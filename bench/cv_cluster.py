@@ -1,5 +1,5 @@
 """Time a cv run through local processes and through a distributed.LocalCluster (2 workers x 1 thread), and compare
-the two runs' out-of-fold and test logits bitwise (figures in docs/cluster.md).
+the two runs' out-of-fold and test logits bitwise (figures in bench/results/cluster.md).
 
     PYTHONPATH=. python3 bench/cv_cluster.py data/wsd /tmp/wd --epochs 1 --folds 2
 """
