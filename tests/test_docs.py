@@ -23,7 +23,7 @@ KINDS = ["docs/tutorial.md", "docs/howto/", "docs/reference/", "docs/explanation
 OTHER_FLAGS = {"--nworkers", "--nthreads", "--backend-store-uri", "--durations", "--help", "--check"}
 # What a development log says and a user page does not.
 DEV_LOG = re.compile(
-    r"issue \d+|issue-\d+|next session|the lead\b|helper's|helpers'|\bbranch(es)?\b|/work/|/home/|(?-i:\bTODO\b)|to-do|"
+    r"issue \d+|issue-\d+|next session|the lead|helper's|helpers'|\bbranch(es)?\b|/work/|/home/|(?-i:\bTODO\b)|to-do|"
     r"not done|\bi1\dm?\b|this session|not yet checked|left for later",
     re.IGNORECASE,
 )

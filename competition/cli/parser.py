@@ -140,5 +140,5 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--submissions", default=None, help="folder of the submissions (default: submissions/)")
     runs.add_argument("--model", default=None, help="only rows of this model (e.g. fusion)")
     runs.add_argument("--data", default=None, help="only rows made on this competition folder (by fingerprint)")
-    runs.add_argument("--json", action="store_true", help="print the leaderboard as JSON")
+    runs.add_argument("--json", action="store_true", help="print the tables as JSON")
     return parser
