@@ -1,6 +1,6 @@
 """Time cv units through local processes and through a distributed.LocalCluster (2 workers x 1 thread), side by side
-``--repeats`` times, and compare each pair of runs' out-of-fold and test logits bitwise (figures in docs/cluster.md
-and bench/results/cluster_speed.md).
+``--repeats`` times, and compare each pair of runs' out-of-fold and test logits bitwise (figures in
+bench/results/cluster_speed.md and bench/results/cluster.md).
 
     PYTHONPATH=. python3 bench/cv_cluster.py data/wsd /tmp/wd --epochs 1 --folds 2 --repeats 3
 

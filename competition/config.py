@@ -58,58 +58,48 @@ AUGMENT_P_KEYS = (
 
 @dataclass
 class Config:
-    # --- cross-validation ---
-    folds: int = 5  # K of the stratified (grouped) K-fold split saved in <workdir>/folds.csv
-    seed: int = 0  # seeds the split, every model's initialisation and its batch order
-    group_duplicates: bool = True  # keep exact duplicate feature rows on one side of every split
-    # which rows share a fold (competition/splits.py): auto (cluster when adversarial validation finds the
-    # test audio unlike the training audio, else grouped), grouped, stratified or cluster (speaker-like)
+    """The recipe of a run: every key's meaning is in ``KEY_DOCS`` (docs/reference/config.md is generated from it)."""
+
+    folds: int = 5
+    seed: int = 0
+    group_duplicates: bool = True
     split: str = "auto"
     models: list[str] = field(default_factory=lambda: ["fusion", "image", "audio"])
-    # test-domain pseudo-labels (competition/pseudo.py): the submission (its manifest's absolute path) whose
-    # models' fold test logits label the confident test rows added to each fold's training rows; "" = none
     pseudo: str = ""
-    pseudo_precision: float = 0.98  # the out-of-fold accuracy the pseudo-labelled rows' confidence must reach
-    # --- training recipe ---
+    pseudo_precision: float = 0.98
     epochs: int = 6
     batch_size: int = 128
-    lr: float = 3e-3  # peak learning rate (the one-cycle schedule's maximum)
+    lr: float = 3e-3
     weight_decay: float = 0.0
-    schedule: str = "onecycle"  # "onecycle" (warm-up then cosine decay) or "constant"; early_stop replaces it
-    # --- training length (competition/training.py: WSD): off = a fixed `epochs` with `schedule` ---
-    early_stop: bool = False  # stop on an inner split of each fold's training rows, warm-up/stable/decay schedule
-    max_epochs: int = 60  # early_stop: the most epochs a unit trains, decay phase included
-    patience: int = 3  # early_stop: epochs without inner-loss improvement before the decay phase starts
-    inner_share: float = 0.1  # early_stop: share of a fold's training rows held out (grouped) as the inner split
+    schedule: str = "onecycle"
+    early_stop: bool = False
+    max_epochs: int = 60
+    patience: int = 3
+    inner_share: float = 0.1
     label_smoothing: float = 0.0
-    # --- augmentation of training batches (competition/augment.py): a magnitude (0 = off) and the share
-    # of training rows it applies to (1 = every row) ---
-    shift: int = 0  # translate images by up to this many pixels
+    shift: int = 0
     shift_p: float = 1.0
-    rotate: float = 0.0  # rotate images by up to this many degrees
+    rotate: float = 0.0
     rotate_p: float = 1.0
-    erase: float = 0.0  # random erasing: largest share of the image one grey rectangle covers
+    erase: float = 0.0
     erase_p: float = 1.0
-    image_noise: float = 0.0  # std of Gaussian pixel noise (pixels in [0, 1])
+    image_noise: float = 0.0
     image_noise_p: float = 1.0
-    audio_mix: float = 0.0  # mix in another training row's audio at up to this amplitude ratio (1 = 0 dB)
+    audio_mix: float = 0.0
     audio_mix_p: float = 1.0
-    time_mask: int = 0  # SpecAugment: blank up to this many consecutive MFCC frames (of 39)
+    time_mask: int = 0
     time_mask_p: float = 1.0
-    freq_mask: int = 0  # SpecAugment: blank up to this many consecutive MFCC coefficients (of 13)
+    freq_mask: int = 0
     freq_mask_p: float = 1.0
-    audio_noise: float = 0.0  # std of Gaussian noise added to the standardised MFCCs
+    audio_noise: float = 0.0
     audio_noise_p: float = 1.0
-    # --- model hyperparameters (the reference model's values by default) ---
     image_kernel: int = 5
     audio_kernel: int = 5
     image_dropout: float = 0.5
     audio_dropout: float = 0.5
-    modality_dropout: float = 0.0  # fusion only: blank one modality's features for this share of rows
-    # --- execution: does not change the result on a given device ---
-    device: str = "auto"  # "auto" (cuda when present), "cpu" or "cuda"
-    workers: int = 0  # parallel training processes; 0 = one per CPU core on cpu, 1 on cuda
-    # --- per-model recipe changes: {model: {key: value}}, applied by for_model ---
+    modality_dropout: float = 0.0
+    device: str = "auto"
+    workers: int = 0
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def for_model(self, name: str) -> Config:
@@ -179,6 +169,68 @@ class Config:
         blob = json.dumps(changed, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:8]
 
+
+# One line per config key, in the order of Config's fields: the config reference (docs/reference/config.md) is
+# generated from it by `python -m competition.cli.reference`, and a test fails when a key has no line here.
+KEY_DOCS: dict[str, str] = {
+    "folds": "K of the K-fold split saved in `<workdir>/folds.csv`",
+    "seed": "seeds the split, every model's initialisation and its batch order",
+    "group_duplicates": "keep exact duplicate feature rows on one side of every split (`false`: plain stratified "
+    "folds)",
+    "split": "which rows share a fold: `auto` (`cluster` when adversarial validation finds the test audio unlike the "
+    "training audio, else `grouped`), `grouped`, `stratified` or `cluster` (speaker-like clusters)",
+    "models": "the models a run trains, e.g. `fusion,image,audio` (any registered model)",
+    "pseudo": "a pseudo-label round: the submission (its manifest's path) whose fold models label the confident test "
+    "rows added to each fold's training rows; empty = none (set with `--pseudo`)",
+    "pseudo_precision": "the out-of-fold accuracy the pseudo-labelled rows' confidence threshold must reach",
+    "epochs": "training epochs per unit (a fixed length; unused when `early_stop` is on)",
+    "batch_size": "training batch size",
+    "lr": "peak learning rate (the one-cycle schedule's maximum)",
+    "weight_decay": "decoupled weight decay (AdamW when > 0; plain Adam at 0)",
+    "schedule": "`onecycle` (warm-up then cosine decay) or `constant`; `early_stop` replaces it",
+    "early_stop": "stop each unit on an inner split of its fold's training rows (warm-up / stable / decay schedule)",
+    "max_epochs": "with `early_stop`: the most epochs a unit trains, decay phase included",
+    "patience": "with `early_stop`: epochs without inner-loss improvement before the decay phase starts",
+    "inner_share": "with `early_stop`: share of a fold's training rows held out (grouped by duplicates) as the inner "
+    "split",
+    "label_smoothing": "label smoothing of the cross-entropy loss",
+    "shift": "translate training images by up to this many pixels (0 = off)",
+    "shift_p": "share of training rows `shift` applies to",
+    "rotate": "rotate training images by up to this many degrees (0 = off)",
+    "rotate_p": "share of training rows `rotate` applies to",
+    "erase": "random erasing: largest share of the image one grey rectangle covers (0 = off)",
+    "erase_p": "share of training rows `erase` applies to",
+    "image_noise": "std of Gaussian pixel noise on training images, pixels in [0, 1] (0 = off)",
+    "image_noise_p": "share of training rows `image_noise` applies to",
+    "audio_mix": "mix another training row's audio in at up to this amplitude ratio (1 = 0 dB; 0 = off)",
+    "audio_mix_p": "share of training rows `audio_mix` applies to",
+    "time_mask": "SpecAugment: blank up to this many consecutive MFCC frames of 39 (0 = off)",
+    "time_mask_p": "share of training rows `time_mask` applies to",
+    "freq_mask": "SpecAugment: blank up to this many consecutive MFCC coefficients of 13 (0 = off)",
+    "freq_mask_p": "share of training rows `freq_mask` applies to",
+    "audio_noise": "std of Gaussian noise added to the standardised MFCCs of training rows (0 = off)",
+    "audio_noise_p": "share of training rows `audio_noise` applies to",
+    "image_kernel": "convolution kernel size of the image encoder (odd: 3, 5, 7)",
+    "audio_kernel": "convolution kernel size of the audio encoder (odd: 3, 5, 7)",
+    "image_dropout": "dropout in the image encoder",
+    "audio_dropout": "dropout in the audio encoder",
+    "modality_dropout": "fusion models only: blank one modality's features for this share of training rows",
+    "device": "`auto` (cuda when present), `cpu` or `cuda`",
+    "workers": "parallel training processes; 0 = one per CPU core on cpu, 1 on cuda",
+    "per_model": "recipe keys for one model of the run only: `[per_model.<model>]` tables, or "
+    "`--set per_model.<model>.<key>=value`",
+}
+# The reference's sections: the first key of each, in field order.
+KEY_SECTIONS: dict[str, str] = {
+    "folds": "Cross-validation",
+    "epochs": "Training recipe",
+    "early_stop": "Training length (early stopping)",
+    "label_smoothing": "Loss",
+    "shift": "Augmentation of training batches",
+    "image_kernel": "Model hyperparameters",
+    "device": "Execution (does not change the result on a given device)",
+    "per_model": "Per-model recipes",
+}
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 

@@ -6,9 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -134,43 +131,6 @@ def test_a_corrupt_or_foreign_run_config_is_one_error(tiny_data, tmp_path, capsy
         one_error_line(capsys, f"{config}: unreadable run config")
 
 
-# --- item 5: Ctrl-C during a 2-worker cv ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("when", ["starting", "training"])
-def test_ctrl_c_on_a_two_worker_cv_exits_130_at_once_with_one_line(tiny_data, tmp_path, when):
-    wd = tmp_path / "wd"
-    args = ["--data", str(tiny_data), "--workdir", str(wd), "--folds", "2", "--epochs", "50", "--run", "r"]
-    err_path = tmp_path / "stderr"
-    with open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "run.py", "cv", *args, "--models", "image,audio", "--workers", "2"],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            start_new_session=True,
-        )
-    if when == "starting":
-        time.sleep(1)  # still importing torch and the rest
-    else:
-        deadline = time.time() + 180
-        while not (wd / "r" / "environment.json").exists() and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        time.sleep(3)  # the worker processes start and train (50 epochs: the run is far from done)
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
-    t0 = time.time()
-    try:
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    seconds = time.time() - t0
-    err = err_path.read_text()
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines() == ["interrupted: every finished unit is kept; rerun the same command to resume"]
-    assert seconds < 20  # a few seconds on an idle machine; bounded on a busy one
-
-
 # --- item 7: a diverged model is an error, not a result ---------------------------------------------------
 
 
@@ -244,8 +204,6 @@ def test_error_messages_print_plain_numbers_not_numpy_reprs(tiny_data, capsys, l
 
 
 def test_temp_files_left_by_a_killed_command_are_removed_and_fresh_ones_kept(tmp_path):
-    import os
-    import time
 
     from competition.store.atomic import remove_stale_temp_files
 

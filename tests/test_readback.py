@@ -257,7 +257,7 @@ def test_runs_lists_a_damaged_run_with_one_warning_naming_the_file(tiny_data, tm
 
 
 def test_submit_docs_do_not_call_full_unimplemented():
-    text = (ROOT / "docs" / "submit.md").read_text()
+    text = (ROOT / "docs" / "howto" / "submit.md").read_text()
     assert "not implemented" not in text and "--full" in text and "--overwrite" in text
 
 

@@ -1,4 +1,4 @@
-"""Issue 15: adversarial validation, the shift-aware (speaker-cluster) split and auto's choice, the per-modality
+"""Adversarial validation, the shift-aware (speaker-cluster) split and auto's choice, the per-modality
 shift check of submit. Hand-made small data: synthetic "speakers" whose voice is an offset of the MFCC means."""
 
 import dataclasses

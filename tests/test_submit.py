@@ -241,18 +241,34 @@ def test_score_missing_file_is_a_user_error(tmp_path, capsys):
 
 
 def test_submit_and_score_a_real_cv_run(tmp_path, tiny_data, capsys):
+    from sklearn.metrics import f1_score
+
     from competition.config import load_config
     from competition.train.cv import run_cv
 
     cfg = load_config(None, {"epochs": 1, "folds": 2, "workers": 1, "models": "fusion,audio", "device": "cpu"})
     run_cv(cfg, tiny_data, tmp_path / "wd", "tiny", quiet=True)
     assert submit(tmp_path / "wd", tiny_data, tmp_path / "sub") == 0
-    written = sorted((tmp_path / "sub").glob("*.csv"))
-    assert len(written) == 1 and written[0].name in ("tiny-equal.csv", "tiny-fitted.csv")
-    sub = pd.read_csv(written[0])
+    [written] = sorted((tmp_path / "sub").glob("*.csv"))
+    manifest = json.loads(written.with_suffix(".json").read_text())
+    # auto writes the blend with the best honest score (nested where fitted; the first of equal scores), and the
+    # file is named after it
+    blends = [c for c in manifest["candidates"] if c["blend"] in ("equal", "fitted", "stack")]
+    best = max(blends, key=lambda c: c.get("nested_macro_f1", c["macro_f1"]))
+    assert (manifest["blend"], manifest["average"]) == (best["blend"], best["space"])
+    suffix = "+consensus" if manifest["consensus"]["applied"] else ""
+    assert written.name == f"tiny-{best['blend']}{suffix}.csv"
+    sub = pd.read_csv(written)
     sample = pd.read_csv(tiny_data / "sample_submission.csv")
     assert list(sub.columns) == list(sample.columns) and (sub["row_id"] == sample["row_id"]).all()
     assert sub["label"].between(0, 9).all() and sub["label"].dtype.kind == "i"
+    # score against labels that differ from the submission on 6 known rows, written in another row order
+    truth = sub["label"].to_numpy().copy()
+    truth[:6] = (truth[:6] + 1) % 10
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame({"row_id": sub["row_id"], "label": truth}).iloc[::-1].to_csv(labels, index=False)
     capsys.readouterr()
-    assert main(["score", str(written[0]), str(written[0])]) == 0  # scored against itself: perfect
-    assert "accuracy 1.0000" in capsys.readouterr().out
+    assert main(["score", str(written), str(labels)]) == 0
+    out = capsys.readouterr().out
+    expected = f1_score(truth, sub["label"], average="macro", labels=range(10), zero_division=0)  # classes 0-9
+    assert f"macro-F1 {expected:.4f}" in out and f"accuracy {(len(truth) - 6) / len(truth):.4f}" in out

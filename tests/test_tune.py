@@ -255,7 +255,8 @@ def test_study_made_for_other_data_or_model_is_refused_untouched(tiny_src, tmp_p
 
 def test_two_local_workers_share_the_journal(tiny_data, tmp_path, root):
     """``--workers 2`` on the default journal file: no lock errors, every trial stored once and finished."""
-    argv = [sys.executable, "run.py", *tune_argv(tiny_data, tmp_path, "--trials", "4", "--workers", "2")]
+    extra = ["--trials", "4", "--workers", "2", "--model", "image"]  # the cheapest model: the point is the journal
+    argv = [sys.executable, "run.py", *tune_argv(tiny_data, tmp_path, *extra)]
     proc = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "locked" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-3000:]

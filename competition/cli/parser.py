@@ -43,10 +43,12 @@ def add_cv_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SUBMISSION",
         help="add each fold's confident test rows, labelled by this submission's fold models, to its training rows "
-        "(a name in submissions/ or its .csv/.json; docs/shift.md)",
+        "(a name in submissions/ or its .csv/.json; docs/howto/shift.md)",
     )
     p.add_argument(
-        "--scheduler", default=None, help="train the units on this Dask cluster, e.g. tcp://HOST:8786 (docs/cluster.md)"
+        "--scheduler",
+        default=None,
+        help="train the units on this Dask cluster, e.g. tcp://HOST:8786 (docs/howto/cluster-gpu.md)",
     )
     p.add_argument(
         "--artifacts",
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--keep-shifted",
         action="store_true",
-        help="blend a model even when its test predictions part from every other model's (see docs/submit.md)",
+        help="blend a model even when its test predictions part from every other model's (see docs/howto/submit.md)",
     )
     submit.add_argument("--rounds", type=int, default=25, help="greedy ensemble selection steps (default 25)")
     submit.add_argument("--name", default=None, help="submission file name (default: <runs>-<blend>)")
@@ -180,5 +182,5 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--submissions", default=None, help="folder of the submissions (default: submissions/)")
     runs.add_argument("--model", default=None, help="only rows of this model (e.g. fusion)")
     runs.add_argument("--data", default=None, help="only rows made on this competition folder (by fingerprint)")
-    runs.add_argument("--json", action="store_true", help="print the leaderboard as JSON")
+    runs.add_argument("--json", action="store_true", help="print the tables as JSON")
     return parser

@@ -10,8 +10,8 @@ hold 362-576 recordings and 28-58 takes of each digit, but for two mix-ups of di
 
 Noise blurs the spread more than the mean: on noisy new-speaker testbeds (babble at 0-10 dB SNR) k-means on
 the means alone recovers the clean data's speaker clusters better (adjusted Rand index 0.33-0.49 against
-0.16-0.40 with the spread, docs/shift.md), so the split uses the means; the testbed, made from clean audio,
-uses both.
+0.16-0.40 with the spread, docs/explanation/validation.md), so the split uses the means; the testbed, made from
+clean audio, uses both.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ result as it finishes (``as_completed``); per-epoch progress travels as worker e
 ``subscribe_topic`` on the client). The data goes into the graph once, as one task all units depend on, so the
 scheduler can recompute it if every worker holding it dies. A worker that dies mid-unit loses that unit only: the
 scheduler gives it to another worker (up to ``distributed.scheduler.allowed-failures`` times), and every unit already
-written stays. Artifacts (docs/cluster.md):
+written stays. Artifacts (docs/howto/cluster-gpu.md):
 - ``client`` (default): the task trains in a scratch folder on its worker and returns the unit's files as bytes; the
   command writes them into the run folder atomically, npz last. Needs no shared filesystem.
 - ``shared``: the workers write the unit files into the run folder themselves; it must be at the same path on every

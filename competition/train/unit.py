@@ -52,7 +52,7 @@ def inner_rows(comp: Competition, rows: np.ndarray, cfg: Config, seed: int) -> n
     """Positions in ``rows`` of the inner split early stopping watches, rows sharing an exact duplicate kept on one
     side (else the inner loss falls with memorisation and never stops falling). Duplicate groups whatever the
     split: under the cluster split, holding a whole speaker-like cluster out until the decay kept half a fold's
-    rows from the stable phase and cost the audio model (docs/shift.md)."""
+    rows from the stable phase and cost the audio model (docs/explanation/validation.md)."""
     return inner_split(comp.y[rows], duplicate_groups(comp.image, comp.audio)[rows], cfg.inner_share, seed)
 
 

@@ -134,7 +134,7 @@ def optimize(t: Tuning, n_trials: int, seed: int, worker: int, comp: Competition
         # so parallel workers do not sample next to each other; with no running trial it changes nothing, so a
         # sequential study is the same with it (bench/constant_liar.py measures it).
         sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True, **t.search_space.sampler)
-    # MedianPruner on the running mean: see docs/tune.md ("Pruning") for why not the WilcoxonPruner at K = 5.
+    # MedianPruner on the running mean: see docs/howto/tune.md ("Pruning") for why not the WilcoxonPruner at K = 5.
     pruner = optuna.pruners.MedianPruner(**t.search_space.pruner) if t.prune else optuna.pruners.NopPruner()
     study = optuna.load_study(
         study_name=t.study, storage=open_storage(t.storage, t.journal), sampler=sampler, pruner=pruner
