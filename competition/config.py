@@ -51,7 +51,8 @@ FLAG_KEYS = _keys_with("flag")
 NOT_TUNABLE = RUN_KEYS  # a search may not change the split every trial shares, nor execution
 # The share-of-rows keys of the augmentations (see Config).
 AUGMENT_P_KEYS = (
-    "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p"
+    "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p",
+    "mix_p",
 )  # fmt: skip
 
 
@@ -99,6 +100,17 @@ class Config:
     freq_mask_p: float = 1.0
     audio_noise: float = 0.0  # std of Gaussian noise added to the standardised MFCCs
     audio_noise_p: float = 1.0
+    # mixup / cutmix across rows (a Beta(alpha, alpha) weight, 0 = off): both modalities of a row are mixed with
+    # the same weight and the loss is mixed likewise; with both on, each mixed batch uses one of them at random
+    mixup: float = 0.0  # alpha of mixup: the rows' pixels and MFCCs blended
+    cutmix: float = 0.0  # alpha of cutmix: a box of the other row's image and as large a share of its frames
+    mix_p: float = 1.0  # share of training batches mixed
+    # --- variance reduction (docs/robust.md): all off by default ---
+    seeds: int = 1  # train each (model, fold) unit with this many seeds and average their logits (seed bagging)
+    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.999; 0 = off)
+    swa_epochs: int = 0  # average the weights of the last this many epochs (stochastic weight averaging; 0 = off)
+    tta_shift: int = 0  # test-time augmentation: also predict on the images shifted by this many pixels (4 views)
+    tta_mask: int = 0  # test-time augmentation: also predict with this many MFCC frames blanked (3 views)
     # --- model hyperparameters (the reference model's values by default) ---
     image_kernel: int = 5
     audio_kernel: int = 5
@@ -137,6 +149,14 @@ class Config:
             (0 <= self.time_mask <= 39, "time_mask must be in 0..39 frames"),
             (0 <= self.freq_mask <= 13, "freq_mask must be in 0..13 coefficients"),
             (self.audio_noise >= 0, "audio_noise must be >= 0"),
+            (0 <= self.mixup <= 10 and 0 <= self.cutmix <= 10, "mixup and cutmix must be in 0..10 (a Beta alpha)"),
+            (1 <= self.seeds <= 20, "seeds must be in 1..20"),
+            (self.ema == 0 or 0.5 <= self.ema < 1, "ema must be 0 (off) or in [0.5, 1) (a decay per step)"),
+            (0 <= self.swa_epochs <= self.epochs or self.early_stop, "swa_epochs must be in 0..epochs"),
+            (self.swa_epochs >= 0, "swa_epochs must be >= 0"),
+            (not (self.ema and self.swa_epochs), "ema and swa_epochs are two ways to average weights: choose one"),
+            (0 <= self.tta_shift <= 4, "tta_shift must be in 0..4 pixels"),
+            (0 <= self.tta_mask <= 13, "tta_mask must be in 0..13 frames"),
             (all(0 <= getattr(self, k) <= 1 for k in AUGMENT_P_KEYS), f"{'/'.join(AUGMENT_P_KEYS)} must be in [0, 1]"),
             (0 <= self.image_dropout < 1 and 0 <= self.audio_dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.modality_dropout < 1, "modality_dropout must be in [0, 1)"),
