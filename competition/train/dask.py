@@ -43,7 +43,7 @@ class WorkerEvents:
         from distributed import get_worker
 
         row = json.loads(json.dumps(event.row, default=float))  # plain JSON: it travels through the scheduler
-        get_worker().log_event(self.topic, [event.model, event.fold, event.planned, row])
+        get_worker().log_event(self.topic, [event.model, event.fold, event.planned, row, event.seed])
 
 
 def unit_task(

@@ -24,7 +24,7 @@ from competition.data.load import N_CLASSES, Competition
 from competition.ensemble.blend import combine, to_space
 from competition.store.atomic import write_json, write_npz
 from competition.store.loading import load_finished_run
-from competition.store.runs import CONFIG_FILE, unit_path
+from competition.store.runs import CONFIG_FILE, model_seeds, unit_path
 from competition.utils.errors import UserError
 from competition.utils.paths import default_submissions
 
@@ -190,8 +190,9 @@ def load_source(path: Path, comp: Competition, split_fp: str, folds: int, run_di
         run, _, model = key.rpartition("/")
         oof.append(runs[run].oof[model])
         test.append(runs[run].test[model])
-        for k in range(folds):
-            h.update(unit_path(dirs[run], model, k).read_bytes())
+        for k in range(folds):  # every seed's fold file, with seed bagging
+            for s in range(model_seeds(runs[run].meta["config"], model)):
+                h.update(unit_path(dirs[run], model, k, s).read_bytes())
     try:
         blend, space, weights, note = _fold_weights(m, models, folds)
     except (KeyError, TypeError, ValueError, IndexError) as e:
