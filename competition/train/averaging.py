@@ -2,8 +2,9 @@
 
 ``ema`` is an exponential moving average updated every optimiser step (timm's ``--model-ema``), its decay warmed
 up as ``min(decay, (1 + t) / (10 + t))`` (TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``) so that
-the short runs of this competition (a few hundred steps) are not dominated by the random initialisation. ``swa`` (stochastic weight averaging, Izmailov et al. 2018) is the equal
-average of the weights at the end of each of the last epochs. The models have no batch-norm statistics to
+the short runs of this competition (a few hundred steps) are not dominated by the random initialisation.
+``swa`` (stochastic weight averaging, Izmailov et al. 2018) is the equal average of the weights at the end of
+each of the last epochs. The models have no batch-norm statistics to
 recompute, so an averaged copy is ready to predict as it is.
 """
 
