@@ -13,6 +13,7 @@ from competition.data.load import load_competition
 from competition.models import create_model
 from competition.store.loading import load_finished_run, load_run
 from competition.store.runs import model_seeds, unit_path
+from competition.tracking.leaderboard import cv_rows
 from competition.train import cv, executor
 from competition.train.augment import mix_rows, tta_views
 from competition.train.learner import Learner, model_kwargs
@@ -81,6 +82,8 @@ def test_seeds_give_a_unit_each_averaged_on_loading_and_resume_per_seed(tiny_dat
         assert run.folds["image"][k].seeds == 3
     assert list(result.per_fold["seeds"]) == [3, 3]
     assert model_seeds(run.meta["config"], "image") == 3
+    (row,) = cv_rows(tmp_path, Config())  # `runs` shows the bag
+    assert (row["folds_done"], row["seeds"], row["recipe"]["seeds"]) == (2, 3, 3)
 
 
 def test_seed_zero_of_a_bag_is_the_unbagged_unit(tiny_data, tmp_path):
