@@ -52,7 +52,8 @@ NOT_TUNABLE = RUN_KEYS  # a search may not change the split every trial shares, 
 # The share-of-rows keys of the augmentations (see Config).
 MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds 0..2**32-1
 AUGMENT_P_KEYS = (
-    "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p"
+    "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p",
+    "mix_p",
 )  # fmt: skip
 
 
@@ -93,6 +94,14 @@ class Config:
     freq_mask_p: float = 1.0
     audio_noise: float = 0.0
     audio_noise_p: float = 1.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    mix_p: float = 1.0
+    seeds: int = 1
+    ema: float = 0.0
+    swa_epochs: int = 0
+    tta_shift: int = 0
+    tta_mask: int = 0
     image_kernel: int = 5
     audio_kernel: int = 5
     image_dropout: float = 0.5
@@ -130,6 +139,14 @@ class Config:
             (0 <= self.time_mask <= 39, "time_mask must be in 0..39 frames"),
             (0 <= self.freq_mask <= 13, "freq_mask must be in 0..13 coefficients"),
             (self.audio_noise >= 0, "audio_noise must be >= 0"),
+            (0 <= self.mixup <= 10 and 0 <= self.cutmix <= 10, "mixup and cutmix must be in 0..10 (a Beta alpha)"),
+            (1 <= self.seeds <= 20, "seeds must be in 1..20"),
+            (self.ema == 0 or 0.5 <= self.ema < 1, "ema must be 0 (off) or in [0.5, 1) (a decay per step)"),
+            (0 <= self.swa_epochs <= self.epochs or self.early_stop, "swa_epochs must be in 0..epochs"),
+            (self.swa_epochs >= 0, "swa_epochs must be >= 0"),
+            (not (self.ema and self.swa_epochs), "ema and swa_epochs are two ways to average weights: choose one"),
+            (0 <= self.tta_shift <= 4, "tta_shift must be in 0..4 pixels"),
+            (0 <= self.tta_mask <= 13, "tta_mask must be in 0..13 frames"),
             (all(0 <= getattr(self, k) <= 1 for k in AUGMENT_P_KEYS), f"{'/'.join(AUGMENT_P_KEYS)} must be in [0, 1]"),
             (0 <= self.image_dropout < 1 and 0 <= self.audio_dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.modality_dropout < 1, "modality_dropout must be in [0, 1)"),
@@ -210,6 +227,14 @@ KEY_DOCS: dict[str, str] = {
     "freq_mask_p": "share of training rows `freq_mask` applies to",
     "audio_noise": "std of Gaussian noise added to the standardised MFCCs of training rows (0 = off)",
     "audio_noise_p": "share of training rows `audio_noise` applies to",
+    "mixup": "mixup across rows: Beta(alpha, alpha) weight, both modalities and the loss mixed alike (0 = off)",
+    "cutmix": "cutmix across rows: a box of the other row's image and as large a share of its frames (0 = off)",
+    "mix_p": "share of training batches mixed (mixup / cutmix)",
+    "seeds": "train each (model, fold) unit with this many seeds and average their logits (seed bagging)",
+    "ema": "decay of an exponential moving average of the weights, the averaged model scored and saved (0 = off)",
+    "swa_epochs": "average the weights of the last this many epochs (stochastic weight averaging; 0 = off)",
+    "tta_shift": "test-time augmentation: also predict on the images shifted by this many pixels (4 views)",
+    "tta_mask": "test-time augmentation: also predict with this many MFCC frames blanked (3 views)",
     "image_kernel": "convolution kernel size of the image encoder (odd: 3, 5, 7)",
     "audio_kernel": "convolution kernel size of the audio encoder (odd: 3, 5, 7)",
     "image_dropout": "dropout in the image encoder",
@@ -227,6 +252,7 @@ KEY_SECTIONS: dict[str, str] = {
     "early_stop": "Training length (early stopping)",
     "label_smoothing": "Loss",
     "shift": "Augmentation of training batches",
+    "seeds": "Variance reduction (seeds, weight averaging, test-time augmentation)",
     "image_kernel": "Model hyperparameters",
     "device": "Execution (does not change the result on a given device)",
     "per_model": "Per-model recipes",

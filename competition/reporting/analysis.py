@@ -44,7 +44,7 @@ from competition.splits.adversarial import load as load_adversarial
 from competition.splits.kinds import CLUSTER_AUC
 from competition.store.atomic import environment, write_json, write_text
 from competition.store.loading import Run, load_run
-from competition.store.runs import check_same_data, missing_folds, read_run_config, unit_files
+from competition.store.runs import check_same_data, missing_folds, model_seeds, read_run_config, unit_files
 from competition.utils.console import console
 from competition.utils.errors import UserError
 
@@ -78,7 +78,7 @@ def build_report(
     seed = int(saved["config"].get("seed", 0))
     comp = load_competition(Path(data_dir or saved["data"]))
     check_same_data(run_dir, saved, comp, f"pass --data {saved['data']}")
-    run = load_run(run_dir, comp.n_train)
+    run = load_run(run_dir, comp.n_train, y=comp.y)
     if not run.models:
         raise UserError(f"{run_dir}: no finished (model, fold) units; fix: run `python run.py cv` first")
     missing = missing_folds(run_dir, saved)
@@ -102,6 +102,7 @@ def build_report(
         entry = {
             "folds": sorted(r.fold for r in run.folds[m]),
             "oof_rows": len(have),
+            "seeds": model_seeds(saved["config"], m),  # seed bagging: each fold's logits the mean of this many
             "oof_macro_f1": macro_f1(y, pred),
             "oof_accuracy": accuracy(y, pred),
             "per_class_f1": [float(v) for v in per_class],

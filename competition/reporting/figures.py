@@ -188,6 +188,7 @@ def render_html(report: dict) -> str:
         {
             m: {
                 "folds": len(e["folds"]),
+                "seeds per fold": e.get("seeds", 1),
                 "OOF rows": e["oof_rows"],
                 "OOF macro-F1": e["oof_macro_f1"],
                 "OOF accuracy": e["oof_accuracy"],
@@ -295,7 +296,8 @@ def print_summary(report: dict, out_dir: Path) -> None:
     for m, e in models.items():
         worst, last, nan = int(np.argmin(e["per_class_f1"])), e["last_epoch"], float("nan")
         t.add_row(
-            m, str(len(e["folds"])), f"{e['oof_macro_f1']:.4f}", f"{e['oof_accuracy']:.4f}",
+            m, str(len(e["folds"])) + (f" x {e['seeds']} seeds" if e.get("seeds", 1) > 1 else ""),
+            f"{e['oof_macro_f1']:.4f}", f"{e['oof_accuracy']:.4f}",
             f"{last.get('val_loss', nan):.4f}", f"{last.get('val_accuracy', nan):.4f}",
             f"{worst} ({e['per_class_f1'][worst]:.4f})",
         )  # fmt: skip

@@ -28,7 +28,7 @@ from competition.store.runs import claim_path, run_lock
 HEARTBEAT = 30.0  # seconds between touches of a held claim
 STALE_AFTER = 300.0  # a claim of another host untouched this long is dead
 
-Unit = tuple[str, int]  # (model, fold)
+Unit = tuple  # (model, fold) or (model, fold, seed): seed 0 when left out
 
 
 def start_ticks(pid: int) -> str | None:
@@ -94,9 +94,9 @@ class UnitClaims:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat):
-            for model, fold in list(self.held):
+            for unit in list(self.held):
                 try:
-                    os.utime(claim_path(self.run_dir, model, fold))
+                    os.utime(claim_path(self.run_dir, *unit))
                 except FileNotFoundError:
                     pass  # released meanwhile
 
@@ -111,12 +111,12 @@ class UnitClaims:
             f.write(json.dumps(record) + "\n")
         return True
 
-    def claim(self, model: str, fold: int) -> bool:
+    def claim(self, model: str, fold: int, seed: int = 0) -> bool:
         """Claim one unit: True when this process now holds it, False while a live owner holds it."""
-        path = claim_path(self.run_dir, model, fold)
+        path = claim_path(self.run_dir, model, fold, seed)
         for _ in range(3):
             if self._create(path):
-                self.held.add((model, fold))
+                self.held.add((model, fold, seed))
                 return True
             seen = read_claim(path)
             if seen is None:
@@ -129,32 +129,33 @@ class UnitClaims:
                     path.unlink(missing_ok=True)
         return False
 
-    def release(self, model: str, fold: int) -> None:
+    def release(self, model: str, fold: int, seed: int = 0) -> None:
         """Drop a held claim (the unit is finished, or given up so another command may train it)."""
-        if (model, fold) in self.held:
-            claim_path(self.run_dir, model, fold).unlink(missing_ok=True)
-            self.held.discard((model, fold))
+        if (model, fold, seed) in self.held:
+            claim_path(self.run_dir, model, fold, seed).unlink(missing_ok=True)
+            self.held.discard((model, fold, seed))
 
-    def take(self, todo: list[Unit], finished: Callable[[str, int], bool]) -> tuple[list[Unit], list[Unit]]:
+    def take(self, todo: list[Unit], finished: Callable[..., bool]) -> tuple[list[Unit], list[Unit]]:
         """Claim what can be claimed of ``todo``: (units now held, units a live owner holds). Units found
-        finished are dropped; a unit is re-checked after its claim, as another command may just have finished it."""
+        finished (``finished(*unit)``) are dropped; a unit is re-checked after its claim, as another command may
+        just have finished it."""
         mine, others = [], []
-        for model, fold in todo:
-            if finished(model, fold):
+        for unit in todo:
+            if finished(*unit):
                 continue
-            if not self.claim(model, fold):
-                others.append((model, fold))
-            elif finished(model, fold):
-                self.release(model, fold)
+            if not self.claim(*unit):
+                others.append(unit)
+            elif finished(*unit):
+                self.release(*unit)
             else:
-                mine.append((model, fold))
+                mine.append(unit)
         return mine, others
 
     def holders(self, units: list[Unit]) -> str:
         """Who holds these units, for a progress line (e.g. ``host:1234``)."""
         found = set()
-        for model, fold in units:
-            seen = read_claim(claim_path(self.run_dir, model, fold))
+        for unit in units:
+            seen = read_claim(claim_path(self.run_dir, *unit))
             if seen is not None and seen[0] is not None:
                 found.add(f"{seen[0].get('host')}:{seen[0].get('pid')}")
         return ", ".join(sorted(found)) or "another command"

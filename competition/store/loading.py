@@ -10,12 +10,15 @@ from pathlib import Path
 import numpy as np
 
 from competition.data.load import N_CLASSES, Competition
+from competition.metrics import scores
 from competition.store.runs import (
     Unit,
     UnitResult,
     check_same_data,
+    fold_number,
     load_unit,
     missing_folds,
+    model_seeds,
     read_run_config,
     split_fingerprint,
     unit_files,
@@ -43,15 +46,17 @@ class Run:
         return list(self.oof)
 
 
-def load_run(run_dir: Path, n_train: int, models: list[str] | None = None) -> Run:
-    """Every finished unit of a run, as far as it got (for cv's scores, report and tune)."""
+def load_run(run_dir: Path, n_train: int, models: list[str] | None = None, y: np.ndarray | None = None) -> Run:
+    """Every finished fold of a run (every seed of it trained), as far as it got (for cv's scores, report and
+    tune); ``y``: the training labels, to score seed-bagged folds on their averaged logits."""
     meta = read_run_config(run_dir)
     units = {}
     for model_dir in sorted(p for p in run_dir.iterdir() if p.is_dir()):
-        files = unit_files(model_dir)
+        n = model_seeds(meta["config"], model_dir.name)
+        files = [p for k, p in unit_files(model_dir) if all(_seed_path(p, s).is_file() for s in range(n))]
         if files and (models is None or model_dir.name in models):
-            units[model_dir.name] = [p for _, p in files]
-    return _assemble(run_dir, meta, units, n_train)
+            units[model_dir.name] = files
+    return _assemble(run_dir, meta, units, n_train, y=y)
 
 
 def load_finished_run(
@@ -71,13 +76,48 @@ def load_finished_run(
         )
         raise UserError(f"{run_dir / m}: fold(s) {','.join(map(str, f))} of {meta['config']['folds']} missing; {fix}")
     units = {m: [unit_path(run_dir, m, f) for f in range(meta["config"]["folds"])] for m in names}
-    return _assemble(run_dir, meta, units, comp.n_train, comp)
+    return _assemble(run_dir, meta, units, comp.n_train, comp, comp.y)
+
+
+def _seed_path(path: Path, seed: int) -> Path:
+    """The fold file of seed ``seed`` beside seed 0's ``path`` (``<run>/<model>/fold<k>.npz``)."""
+    return unit_path(path.parent.parent, path.parent.name, fold_number(path), seed)
+
+
+def load_bag(path: Path, seeds: int, y: np.ndarray | None = None) -> Unit:
+    """A fold's seeds as one unit: the mean of their logits (seed 0's file alone, as read, when ``seeds`` is 1).
+    Its result: seed 0's, with the seconds of all seeds and, given the training labels ``y``, the scores of
+    the averaged logits (else the mean of the seeds' scores)."""
+    u = load_unit(path)
+    if seeds == 1:
+        return u
+    bag = [u] + [load_unit(_seed_path(path, s)) for s in range(1, seeds)]
+    for b, s in zip(bag[1:], range(1, seeds), strict=True):
+        if not np.array_equal(b.val_idx, u.val_idx):
+            raise UserError(
+                f"{_seed_path(path, s)}: validation rows differ from {path.name}'s; fix: delete it and rerun"
+            )
+    oof = np.mean([b.oof_logits for b in bag], axis=0, dtype=np.float32)
+    test = np.mean([b.test_logits for b in bag], axis=0, dtype=np.float32)
+    if y is not None:
+        fit = scores(y[u.val_idx], oof)
+    else:
+        fit = {k: float(np.mean([getattr(b.result, k) for b in bag])) for k in ("macro_f1", "accuracy")}
+    seconds = float(sum(b.result.seconds for b in bag))
+    result = UnitResult(u.result.model, u.fold, **fit, seconds=seconds, epochs=u.result.epochs, seeds=seeds)
+    return Unit(u.fold, u.val_idx, oof, test, result)
 
 
 def _assemble(
-    run_dir: Path, meta: dict, units: dict[str, list[Path]], n_train: int, comp: Competition | None = None
+    run_dir: Path,
+    meta: dict,
+    units: dict[str, list[Path]],
+    n_train: int,
+    comp: Competition | None = None,
+    y: np.ndarray | None = None,
 ) -> Run:
-    """Load each model's fold files into a Run; with ``comp``, check every file against the data's shapes."""
+    """Load each model's fold files into a Run (each fold's seeds averaged); with ``comp``, check every file
+    against the data's shapes."""
     run = Run(run_dir.name, run_dir, meta, {}, {}, {}, np.full(n_train, -1, dtype=np.int64))
     for m, paths in units.items():
         fold_of = np.full(n_train, -1, dtype=np.int64)
@@ -85,7 +125,7 @@ def _assemble(
         tests = []
         run.folds[m] = []
         for path in paths:
-            u = load_unit(path)
+            u = load_bag(path, model_seeds(meta["config"], m), y)
             if comp is not None:
                 _check_unit(u, path, comp, run_dir.name, fold_of)
             fold_of[u.val_idx] = u.fold

@@ -4,9 +4,11 @@ typed ``Run``, and the data / split fingerprint checks that cv, submit, report a
 Layout of a run ``<workdir>/<run>/``: ``config.json`` (resolved config + data and split fingerprints),
 ``environment.json``, ``<model>/fold<k>.npz`` (val_idx, oof_logits, test_logits, result; written last, so it
 marks the unit done), ``<model>/fold<k>.pt`` (weights, audio scaler and the resolved config),
-``<model>/fold<k>_history.csv``, ``scores.csv``, ``summary.json``; a pseudo-label round (``cv --pseudo``) also
-``pseudo.npz`` and ``pseudo.json`` (pseudo.py); while a command trains a unit,
-``<model>/fold<k>.claim`` (its owner: ``claims.py``), and ``.lock`` (the lock of config.json updates).
+``<model>/fold<k>_history.csv``, with ``seeds`` > 1 the further seeds' ``<model>/fold<k>_seed<s>.npz`` (``.pt``,
+``_history.csv``) beside seed 0's (loading averages their logits), ``scores.csv``, ``summary.json``; a
+pseudo-label round (``cv --pseudo``) also ``pseudo.npz`` and ``pseudo.json`` (pseudo.py); while a command trains
+a unit, ``<model>/fold<k>.claim`` (``fold<k>_seed<s>.claim``; its owner: ``claims.py``), and ``.lock`` (the lock
+of config.json updates).
 """
 
 from __future__ import annotations
@@ -36,28 +38,38 @@ from competition.utils.validation import check_name
 
 LOCK_FILE = ".lock"
 LOCK_TIMEOUT = 120.0  # seconds to wait for the run's lock before giving up
-_FOLD_FILE = re.compile(r"fold(\d+)(?:\.npz|\.pt|_history\.csv)")
+_FOLD_FILE = re.compile(r"fold(\d+)(?:_seed\d+)?(?:\.npz|\.pt|_history\.csv)")
 
 
 # --------------------------------------------------------------------------- paths
 
 
-def unit_path(run_dir: Path, model: str, fold: int) -> Path:
-    """The fold file of one (model, fold) unit: its predictions; its presence marks the unit finished."""
-    return run_dir / model / f"fold{fold}.npz"
+def _stem(fold: int, seed: int) -> str:
+    """``fold<k>`` for seed 0 (where runs without seed bagging keep it), ``fold<k>_seed<s>`` for further seeds."""
+    return f"fold{fold}" if seed == 0 else f"fold{fold}_seed{seed}"
 
 
-def checkpoint_path(run_dir: Path, model: str, fold: int) -> Path:
-    return run_dir / model / f"fold{fold}.pt"
+def unit_path(run_dir: Path, model: str, fold: int, seed: int = 0) -> Path:
+    """The fold file of one (model, fold, seed) unit: its predictions; its presence marks the unit finished."""
+    return run_dir / model / f"{_stem(fold, seed)}.npz"
 
 
-def history_path(run_dir: Path, model: str, fold: int) -> Path:
-    return run_dir / model / f"fold{fold}_history.csv"
+def checkpoint_path(run_dir: Path, model: str, fold: int, seed: int = 0) -> Path:
+    return run_dir / model / f"{_stem(fold, seed)}.pt"
 
 
-def claim_path(run_dir: Path, model: str, fold: int) -> Path:
+def history_path(run_dir: Path, model: str, fold: int, seed: int = 0) -> Path:
+    return run_dir / model / f"{_stem(fold, seed)}_history.csv"
+
+
+def claim_path(run_dir: Path, model: str, fold: int, seed: int = 0) -> Path:
     """The claim of a unit that a command is training (see ``claims.py``)."""
-    return run_dir / model / f"fold{fold}.claim"
+    return run_dir / model / f"{_stem(fold, seed)}.claim"
+
+
+def model_seeds(config: dict[str, Any], model: str) -> int:
+    """The seeds each fold of ``model`` trains in a saved run config (``seeds``, per model; 1 before it existed)."""
+    return int(config.get("per_model", {}).get(model, {}).get("seeds", config.get("seeds", 1)))
 
 
 def fold_number(path: Path) -> int | None:
@@ -67,8 +79,9 @@ def fold_number(path: Path) -> int | None:
 
 
 def unit_files(model_dir: Path, pattern: str = "fold*.npz") -> list[tuple[int, Path]]:
-    """``(fold, path)`` of a model folder's unit files matching ``pattern``, in fold order."""
-    found = [(fold_number(p), p) for p in model_dir.glob(pattern)]
+    """``(fold, path)`` of a model folder's unit files matching ``pattern``, in fold order (seed 0's: the files of
+    further seeds sit beside them, ``unit_path(..., seed)``)."""
+    found = [(fold_number(p), p) for p in model_dir.glob(pattern) if "_seed" not in p.name]
     return sorted((k, p) for k, p in found if k is not None)
 
 
@@ -90,9 +103,13 @@ class UnitResult:
     accuracy: float = math.nan
     seconds: float = math.nan
     epochs: int = 0
+    seed: int = 0  # which seed of the fold (seed bagging)
+    seeds: int = 1  # in a loaded run: how many seeds' logits the fold's scores average (seconds: their sum)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
+        out = dataclasses.asdict(self)
+        # without seed bagging the fold file reads as it always did
+        return json.dumps({k: v for k, v in out.items() if not (k == "seed" and v == 0 or k == "seeds" and v == 1)})
 
 
 @dataclass
@@ -140,9 +157,9 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-def unit_finished(run_dir: Path, model: str, fold: int) -> bool:
+def unit_finished(run_dir: Path, model: str, fold: int, seed: int = 0) -> bool:
     """Whether the unit's fold file exists and reads; an unreadable one is trained again (and cv says so)."""
-    path = unit_path(run_dir, model, fold)
+    path = unit_path(run_dir, model, fold, seed)
     if not path.exists():
         return False
     try:
@@ -224,9 +241,14 @@ def check_resumable(run_dir: Path, cfg: Config, comp: Competition, split_fp: str
 
 
 def missing_folds(run_dir: Path, meta: dict) -> dict[str, list[int]]:
-    """``{model: [fold, ...]}`` of the run's configured units that have no fold file yet."""
-    k = meta["config"]["folds"]
-    out = {m: [f for f in range(k) if not unit_path(run_dir, m, f).is_file()] for m in meta["config"]["models"]}
+    """``{model: [fold, ...]}`` of the run's configured units that have no fold file yet (for any of its seeds)."""
+    k, config = meta["config"]["folds"], meta["config"]
+    out = {
+        m: [
+            f for f in range(k) if not all(unit_path(run_dir, m, f, s).is_file() for s in range(model_seeds(config, m)))
+        ]
+        for m in config["models"]
+    }
     return {m: f for m, f in out.items() if f}
 
 

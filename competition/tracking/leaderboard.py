@@ -19,6 +19,7 @@ from rich.table import Table
 
 from competition.config import FIELDS, Config, load_config
 from competition.store.readers import read_manifest, read_run_config, read_summary
+from competition.store.runs import missing_folds, model_seeds
 from competition.utils.console import fmt_value
 from competition.utils.errors import UserError
 from competition.utils.paths import DEFAULT_RECIPE
@@ -79,14 +80,15 @@ def cv_rows(workdir: Path, default: Config) -> list[dict[str, Any]]:
         for model in cfg["models"]:
             mine = per_fold[per_fold["model"] == model]
             oof = summary["oof"].get(model)
-            n_done = len(list((run_dir / model).glob("fold*.npz")))
+            n_done = cfg.get("folds", 0) - len(missing_folds(run_dir, meta).get(model, [])) if "folds" in cfg else 0
             rows.append(
                 {
                     "kind": "cv",
                     "run": run_dir.name,
                     "model": model,
                     "folds": cfg.get("folds"),
-                    "folds_done": n_done,
+                    "folds_done": n_done,  # a fold is done once every seed of it is
+                    "seeds": model_seeds(cfg, model),  # seed bagging: the seeds each fold's logits average
                     "epochs": cfg.get("per_model", {}).get(model, {}).get("epochs", cfg.get("epochs")),
                     "oof_macro_f1": None if oof is None else oof["macro_f1"],
                     "oof_accuracy": None if oof is None else oof["accuracy"],
@@ -315,6 +317,7 @@ def tables(board: dict[str, list[dict[str, Any]]], workdir: Path) -> list[Table]
         epochs = "-" if r["epochs"] is None else str(r["epochs"])
         folds = "-" if r["folds"] is None else str(r["folds"])
         folds = folds if r["folds_done"] >= (r["folds"] or 0) else f"{r['folds_done']}/{r['folds']}"
+        folds += f" x {r['seeds']} seeds" if r.get("seeds", 1) > 1 else ""  # seed bagging
         seconds = "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"
         recipe = " ".join(f"{k}={fmt_value(v)}" for k, v in r["recipe"].items()) or "default"
         runs.add_row(

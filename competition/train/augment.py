@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch.nn import functional as F
 
@@ -155,3 +156,67 @@ def augment_batch(
     audio = freq_mask(audio, cfg.freq_mask, gen, cfg.freq_mask_p)
     audio = add_noise(audio, cfg.audio_noise, gen, cfg.audio_noise_p)
     return image, audio
+
+
+def _beta(alpha: float, gen: torch.Generator) -> float:
+    """One Beta(alpha, alpha) draw from ``gen``'s stream (torch's Beta sampler takes no generator)."""
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+    return float(np.random.default_rng(seed).beta(alpha, alpha))
+
+
+def mix_rows(
+    image: torch.Tensor, audio: torch.Tensor, cfg: Config, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]:
+    """Mixup or cutmix across the rows of a batch: ``(image, audio, partner, lam)``; the loss is ``lam`` on each
+    row's label plus ``1 - lam`` on its partner row's (``partner`` None: the batch is not mixed).
+
+    Both modalities of a row take the same share of its partner: mixup blends pixels and MFCCs by ``lam``;
+    cutmix pastes a box of the partner's image and as large a share of its frames (one band of consecutive
+    frames), ``lam`` then being the share actually kept. Nothing is drawn when both are off."""
+    if (cfg.mixup <= 0 and cfg.cutmix <= 0) or cfg.mix_p <= 0:
+        return image, audio, None, 1.0
+    if cfg.mix_p < 1 and float(torch.rand((), generator=gen)) >= cfg.mix_p:
+        return image, audio, None, 1.0
+    use_cutmix = cfg.cutmix > 0 and (cfg.mixup <= 0 or float(torch.rand((), generator=gen)) < 0.5)
+    lam = _beta(cfg.cutmix if use_cutmix else cfg.mixup, gen)
+    b, dev = len(image), image.device
+    partner = torch.randperm(b, generator=gen).to(dev)
+    if not use_cutmix:
+        return lam * image + (1 - lam) * image[partner], lam * audio + (1 - lam) * audio[partner], partner, lam
+    side = IMAGE_SIDE
+    cut = math.sqrt(1 - lam)  # CutMix (Yun et al. 2019): a box of side ratio sqrt(1 - lam), clipped at the border
+    h, w = round(side * cut), round(side * cut)
+    cy, cx = (int(v) for v in torch.randint(0, side, (2,), generator=gen))
+    top, bottom = max(cy - h // 2, 0), min(cy + (h - h // 2), side)
+    left, right = max(cx - w // 2, 0), min(cx + (w - w // 2), side)
+    share = (bottom - top) * (right - left) / (side * side)  # of the image taken from the partner
+    img = image.view(b, side, side).clone()
+    img[:, top:bottom, left:right] = image.view(b, side, side)[partner, top:bottom, left:right]
+    frames = round(share * AUDIO_FRAMES)
+    start = int(torch.randint(0, AUDIO_FRAMES - frames + 1, (1,), generator=gen))
+    aud = audio.view(b, AUDIO_FRAMES, AUDIO_COEFS).clone()
+    aud[:, start : start + frames] = audio.view(b, AUDIO_FRAMES, AUDIO_COEFS)[partner, start : start + frames]
+    # lam: the share of the row kept, the mean of the two modalities' (equal up to rounding the frames)
+    lam = 1 - (share + frames / AUDIO_FRAMES) / 2
+    return img.view(b, -1), aud.view(b, -1), partner, lam
+
+
+def tta_views(image: torch.Tensor, audio: torch.Tensor, cfg: Config) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The deterministic views test-time augmentation averages the logits of: the rows as they are, then (with
+    ``tta_shift``) the images shifted by that many pixels right, left, down and up, then (with ``tta_mask``) the
+    audio with that many frames blanked at the start, middle and end. The same views for every row, so
+    validation and test rows are treated alike."""
+    views = [(image, audio)]
+    b, s, side = len(image), cfg.tta_shift, IMAGE_SIDE
+    if s > 0:
+        padded = F.pad(image.view(b, side, side), (s, s, s, s))  # zeros come in where the digit moves away
+        for dy, dx in ((0, s), (0, -s), (s, 0), (-s, 0)):
+            shifted = padded[:, s - dy : s - dy + side, s - dx : s - dx + side]  # content moved by (dy, dx)
+            views.append((shifted.reshape(b, -1), audio))
+    m = cfg.tta_mask
+    if m > 0:
+        for start in (0, (AUDIO_FRAMES - m) // 2, AUDIO_FRAMES - m):
+            masked = audio.view(b, AUDIO_FRAMES, AUDIO_COEFS).clone()
+            masked[:, start : start + m] = 0.0  # the standardised mean, as time_mask blanks
+            views.append((image, masked.view(b, -1)))
+    return views

@@ -87,13 +87,15 @@ def run_cv(
     # Costliest models first (parameter count as the proxy), so the parallel workers end together
     # instead of one finishing a long unit alone.
     by_cost = sorted(cfg.models, key=_parameter_count, reverse=True)
-    todo = [(m, k) for m in by_cost for k in range(cfg.folds) if not unit_finished(run_dir, m, k)]
-    n_done = len(cfg.models) * cfg.folds - len(todo)
+    # A unit is (model, fold, seed): with seed bagging each seed of a fold trains, resumes and is claimed alone.
+    units = [(m, k, s) for m in by_cost for k in range(cfg.folds) for s in range(cfg.for_model(m).seeds)]
+    todo = [u for u in units if not unit_finished(run_dir, *u)]
+    n_done = len(units) - len(todo)
     if not quiet:
         grouped = {"grouped": "grouped by duplicates", "stratified": "not grouped"}.get(split.attrs["split"], "")
         grouped = grouped or "each a speaker-like cluster"
         console.print(
-            f"run {run_dir}: {len(cfg.models)} models x {cfg.folds} folds ({grouped}), "
+            f"run {run_dir}: {len(cfg.models)} models x {cfg.folds} folds ({grouped}){_bagging(cfg)}, "
             f"{n_done} units already finished, {len(todo)} to train on {device if local else executor}"
         )
     if todo:
@@ -133,7 +135,7 @@ def train_claimed(job: CVJob, todo: Units, executor: Executor, quiet: bool, dead
             if deadline is not None and time.time() >= deadline:
                 raise DeadlineReached(len(todo))
             batch = len(todo) if deadline is None else _batch_size(executor, job, len(todo))
-            mine, rest = claims.take(todo[:batch], lambda m, k: unit_finished(run_dir, m, k))
+            mine, rest = claims.take(todo[:batch], lambda *unit: unit_finished(run_dir, *unit))
             todo = todo[batch:] + rest  # units another command holds go last
             if mine:
                 executor.execute(job, mine, quiet)
@@ -146,6 +148,12 @@ def train_claimed(job: CVJob, todo: Units, executor: Executor, quiet: bool, dead
                 time.sleep(CLAIM_POLL)
 
 
+def _bagging(cfg: Config) -> str:
+    """``, fusion x 3 seeds`` for the models that bag seeds (nothing without seed bagging)."""
+    bags = {m: cfg.for_model(m).seeds for m in cfg.models}
+    return "".join(f", {m} x {n} seeds" for m, n in bags.items() if n > 1)
+
+
 def _parameter_count(model: str) -> int:
     from competition.models import create_model
 
@@ -155,9 +163,10 @@ def _parameter_count(model: str) -> int:
 def summarise(run_dir: Path, comp: Competition, cfg: Config, quiet: bool = False) -> CVResult:
     """Per-fold and out-of-fold scores of every model of the run (this command's first, then those of earlier
     commands, e.g. after a rerun with a subset of --models); writes scores.csv, summary.json and prints a table."""
-    run = load_run(run_dir, comp.n_train)
+    run = load_run(run_dir, comp.n_train, y=comp.y)  # y: seed-bagged folds scored on their averaged logits
     models = list(dict.fromkeys([*cfg.models, *run.meta["config"]["models"]]))
-    per_fold = pd.DataFrame([dataclasses.asdict(r) for m in models if m in run.folds for r in run.folds[m]])
+    rows = [dataclasses.asdict(r) for m in models if m in run.folds for r in run.folds[m]]
+    per_fold = pd.DataFrame(rows).drop(columns="seed", errors="ignore")  # a loaded fold is all its seeds (seeds)
     oof_rows = {}
     for m in models:
         if m in run.folds and len(run.folds[m]) == cfg.folds:

@@ -44,11 +44,11 @@ class WorkerEvents:
         from distributed import get_worker
 
         row = json.loads(json.dumps(event.row, default=float))  # plain JSON: it travels through the scheduler
-        get_worker().log_event(self.topic, [event.model, event.fold, event.planned, row])
+        get_worker().log_event(self.topic, [event.model, event.fold, event.planned, row, event.seed])
 
 
 def unit_task(
-    job: CVJob, model: str, fold: int, shared: bool, events: WorkerEvents | None = None
+    job: CVJob, model: str, fold: int, shared: bool, events: WorkerEvents | None = None, seed: int = 0
 ) -> tuple[UnitResult, list[tuple[str, bytes]]]:
     """Train one unit on this worker, single-threaded as in local cv. With ``shared`` (a shared filesystem) write
     its files into the job's run folder and return no bytes; else train in a scratch folder and return
@@ -58,11 +58,11 @@ def unit_task(
         if not (job.run_dir / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{job.run_dir}: run folder not visible on this worker (--artifacts shared)")
         with local_malloc():
-            return train_unit(job, model, fold, 1, events), []
+            return train_unit(job, model, fold, 1, events, seed), []
     with tempfile.TemporaryDirectory(prefix="cv-unit-", dir=_scratch()) as tmp, local_malloc():
-        result = train_unit(dataclasses.replace(job, run_dir=Path(tmp)), model, fold, 1, events)
-        paths = [history_path(Path(tmp), model, fold), checkpoint_path(Path(tmp), model, fold)]
-        files = [(p.relative_to(tmp).as_posix(), p.read_bytes()) for p in [*paths, unit_path(Path(tmp), model, fold)]]
+        result = train_unit(dataclasses.replace(job, run_dir=Path(tmp)), model, fold, 1, events, seed)
+        paths = [p(Path(tmp), model, fold, seed) for p in (history_path, checkpoint_path, unit_path)]
+        files = [(p.relative_to(tmp).as_posix(), p.read_bytes()) for p in paths]
     return result, files
 
 
@@ -144,8 +144,8 @@ class DaskExecutor:
                 "must see the run folder at the same path, else use --artifacts client"
             )
 
-    def execute(self, job: CVJob, todo: list[tuple[str, int]], quiet: bool) -> None:
-        """Train ``todo`` [(model, fold)] on the cluster; write (client) or await (shared) each unit as it ends."""
+    def execute(self, job: CVJob, todo: list[tuple[str, int, int]], quiet: bool) -> None:
+        """Train ``todo`` [(model, fold, seed)] on the cluster; write (client) or await (shared) each as it ends."""
         from distributed import KilledWorker, as_completed
 
         client, cfg, run_dir = self.client, job.cfg, job.run_dir
@@ -155,26 +155,26 @@ class DaskExecutor:
         token = uuid.uuid4().hex[:8]
         topic = f"competition-cv-{token}"
         planned = {m: planned_epochs(cfg, m) for m in cfg.models}
-        with CVProgress(sum(planned[m] for m, _ in todo), planned) if not quiet else NoProgress() as progress:
+        with CVProgress(sum(planned[u[0]] for u in todo), planned) if not quiet else NoProgress() as progress:
             client.subscribe_topic(topic, lambda event: progress.epoch(EpochEvent(*event[1])))
             with warnings.catch_warnings():  # the data is meant to be in the graph: the scheduler can recompute it
                 warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
                 data = client.submit(_identity, job, key=f"cv-data-{token}")
             futures = {}
-            for i, (model, fold) in enumerate(todo):  # todo is costliest first: so are the priorities
+            for i, (model, fold, seed) in enumerate(todo):  # todo is costliest first: so are the priorities
                 future = client.submit(
-                    unit_task, data, model, fold, shared, WorkerEvents(topic),
-                    key=f"cv-{model}-fold{fold}-{token}", priority=len(todo) - i,
+                    unit_task, data, model, fold, shared, WorkerEvents(topic), seed,
+                    key=f"cv-{model}-fold{fold}-seed{seed}-{token}", priority=len(todo) - i,
                 )  # fmt: skip
-                futures[future] = (model, fold)
+                futures[future] = (model, fold, seed)
             try:
                 for future in as_completed(list(futures), loop=client.loop):
-                    model, fold = futures.pop(future)
+                    model, fold, seed = futures.pop(future)
                     try:
                         result, files = future.result()
                     except KilledWorker as e:
                         raise UserError(
-                            f"{unit_path(run_dir, model, fold)}: the unit's Dask workers died ({_one_line(e)}); "
+                            f"{unit_path(run_dir, model, fold, seed)}: the unit's Dask workers died ({_one_line(e)}); "
                             "finished units are kept; fix: check the workers' memory and logs, then rerun"
                         ) from None
                     for rel, blob in files:

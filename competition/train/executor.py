@@ -14,7 +14,7 @@ from competition.config import Config
 from competition.train.progress import CVProgress, DirectSink, EpochEvent, NoProgress
 from competition.train.unit import CVJob, planned_epochs, train_unit
 
-Units = list[tuple[str, int]]  # [(model, fold)]
+Units = list[tuple[str, int, int]]  # [(model, fold, seed)]: seed > 0 only with seed bagging
 
 
 class Executor(Protocol):
@@ -44,10 +44,10 @@ class LocalExecutor:
         cfg = job.cfg
         workers, threads = plan_workers(cfg, job.device, len(todo))
         planned = {m: planned_epochs(cfg, m) for m in cfg.models}
-        with CVProgress(sum(planned[m] for m, _ in todo), planned) if not quiet else NoProgress() as progress:
+        with CVProgress(sum(planned[u[0]] for u in todo), planned) if not quiet else NoProgress() as progress:
             if workers == 1:
-                for model, fold in todo:
-                    progress.unit_trained(train_unit(job, model, fold, threads, DirectSink(progress)))
+                for model, fold, seed in todo:
+                    progress.unit_trained(train_unit(job, model, fold, threads, DirectSink(progress), seed))
                 return
             _parallel(job, todo, workers, threads, progress)
 
@@ -80,7 +80,7 @@ def _parallel(job: CVJob, todo: Units, workers: int, threads: int, progress) -> 
         drainer.start()
         try:
             results = Parallel(n_jobs=workers, return_as="generator_unordered")(
-                delayed(train_unit)(job, m, k, threads, events) for m, k in todo
+                delayed(train_unit)(job, m, k, threads, events, s) for m, k, s in todo
             )
             for result in results:
                 progress.unit_trained(result)

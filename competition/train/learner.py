@@ -20,7 +20,8 @@ from torch.nn import functional as F
 from competition.config import Config
 from competition.metrics import scores
 from competition.models import create_model, model_hparams
-from competition.train.augment import augment_batch
+from competition.train.augment import augment_batch, mix_rows, tta_views
+from competition.train.averaging import WeightAverage
 from competition.utils.errors import UserError
 
 # Evaluation batch: 256 rows keep the conv activations in reused allocator memory; 2048-row batches
@@ -146,6 +147,8 @@ class Learner:
         elif cfg.schedule == "onecycle":
             steps = -(-n // bs)
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps)
+        # ema: averaged every step from the start; swa: from the first epoch of the averaged window on
+        avg = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
         self.history_ = []
         for epoch in range(1, (cfg.max_epochs if wsd else cfg.epochs) + 1):
             model.train()
@@ -162,24 +165,35 @@ class Learner:
                     for group in opt.param_groups:
                         group["lr"] = wsd.rate(epoch, i, steps)
                 x_img, x_aud = augment_batch(img[idx], aud[idx], cfg, gen)  # training rows only
+                x_img, x_aud, partner, lam = mix_rows(x_img, x_aud, cfg, gen)
                 logits = model(x_img, x_aud)  # (B, 10)
                 loss = F.cross_entropy(logits, target[idx], label_smoothing=cfg.label_smoothing)
+                if partner is not None:  # mixup/cutmix: the loss mixed as the rows are
+                    other = F.cross_entropy(logits, target[idx][partner], label_smoothing=cfg.label_smoothing)
+                    loss = lam * loss + (1 - lam) * other
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 if sched is not None:
                     sched.step()
+                if avg is not None and cfg.ema > 0:
+                    avg.update(model)
                 loss_sum += loss.detach() * len(idx)
                 correct += (logits.argmax(1) == target[idx]).sum()
             row = {"epoch": epoch} | ({"phase": phase} if wsd else {})
             row |= {"train_loss": loss_sum.item() / len(perm), "train_accuracy": correct.item() / len(perm)}
             check_finite(self.model_name, cfg, epoch, row["train_loss"])
-            self.model_ = model
+            last = wsd.last_epoch if wsd is not None else cfg.epochs  # with early stopping: known once it decays
+            if cfg.swa_epochs > 0 and epoch > last - cfg.swa_epochs and (wsd is None or phase == "decay"):
+                avg = avg or WeightAverage(model)
+                avg.update(model)
+            self.model_ = model if avg is None else avg.model  # the averaged model is the one scored and saved
             if wsd is not None and phase != "decay":  # the inner rows steer the length; never the validation rows
                 row |= self._evaluate("inner", image[inner], audio[inner], y[inner], epoch)
                 wsd.end_epoch(epoch, row["inner_loss"])
-            if val is not None:
-                row |= self._evaluate("val", *val, epoch)  # for the history only
+            if val is not None:  # for the history; test-time augmentation on the last epoch only, as for test rows
+                tta = epoch == (wsd.last_epoch if wsd is not None else cfg.epochs)
+                row |= self._evaluate("val", *val, epoch, tta)
             self.history_.append(row)
             if on_epoch is not None:
                 on_epoch(row)
@@ -188,10 +202,12 @@ class Learner:
         self.epochs_ = len(self.history_)
         return self
 
-    def _evaluate(self, name: str, image: np.ndarray, audio: np.ndarray, y: np.ndarray, epoch: int) -> dict:
+    def _evaluate(
+        self, name: str, image: np.ndarray, audio: np.ndarray, y: np.ndarray, epoch: int, tta: bool = False
+    ) -> dict:
         """``<name>_loss``, ``_accuracy`` and ``_macro_f1`` of rows the model does not train on now; the
         validation pass keeps its logits (the last epoch's are the fold's out-of-fold logits)."""
-        logits = self.predict_logits(image, audio)  # (n_rows, 10)
+        logits = self.predict_logits(image, audio, tta)  # (n_rows, 10)
         check_finite(self.model_name, self.cfg, epoch, logits)
         if name == "val":
             self.val_logits_ = logits
@@ -200,14 +216,19 @@ class Learner:
         return {f"{name}_loss": loss, f"{name}_accuracy": s["accuracy"], f"{name}_macro_f1": s["macro_f1"]}
 
     @torch.no_grad()
-    def predict_logits(self, image: np.ndarray, audio: np.ndarray) -> np.ndarray:
-        """(N, 10) float32 logits, computed in eval mode (dropout off) in large batches."""
+    def predict_logits(self, image: np.ndarray, audio: np.ndarray, tta: bool = True) -> np.ndarray:
+        """(N, 10) float32 logits, computed in eval mode (dropout off) in large batches; with ``tta`` (and
+        ``tta_shift`` or ``tta_mask`` set) the mean logits over the test-time views of each row."""
         model = self.model_
         was_training = model.training
         model.eval()
         out = []
         for i in range(0, len(image), EVAL_BATCH):
             img, aud = self._tensors(image[i : i + EVAL_BATCH], audio[i : i + EVAL_BATCH])
-            out.append(model(img, aud).float().cpu())
+            views = tta_views(img, aud, self.cfg) if tta else [(img, aud)]
+            if len(views) == 1:
+                out.append(model(img, aud).float().cpu())
+            else:
+                out.append(torch.stack([model(*v).float() for v in views]).mean(0).cpu())
         model.train(was_training)
         return torch.cat(out).numpy()

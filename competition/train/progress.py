@@ -19,6 +19,7 @@ class EpochEvent:
     fold: int
     planned: int  # the epochs the unit may train (with early stopping, the most)
     row: dict[str, Any]
+    seed: int = 0  # which seed of the fold (seed bagging)
 
 
 class EventSink(Protocol):
@@ -91,27 +92,32 @@ class CVProgress:
 
     def epoch(self, event: EpochEvent) -> None:
         model, fold, epochs, row = event.model, event.fold, event.planned, event.row
-        key = (model, fold)
+        key, name = (model, fold, event.seed), _name(model, fold, event.seed)
         self.progress.advance(self.overall)
         if key in self.finished:  # a late event of a finished unit (parallel workers): no line for it again
             return
         if key not in self.units:
-            self.units[key] = self.progress.add_task(f"  {model} fold {fold}", total=epochs)
+            self.units[key] = self.progress.add_task(f"  {name}", total=epochs)
         f1 = row.get("val_macro_f1")
-        desc = f"  {model} fold {fold}" + (f"  val F1 {f1:.4f}" if f1 is not None else "")
+        desc = f"  {name}" + (f"  val F1 {f1:.4f}" if f1 is not None else "")
         desc += f"  ({row['phase']})" if "phase" in row else ""  # early stopping: warmup, stable or decay
         self.progress.update(self.units[key], advance=1, description=desc)
 
     def unit_trained(self, result: UnitResult) -> None:
         model, fold = result.model, result.fold
-        task = self.units.pop((model, fold), None)
+        task = self.units.pop((model, fold, result.seed), None)
         if task is not None:
             self.progress.remove_task(task)
-        self.finished.add((model, fold))
+        self.finished.add((model, fold, result.seed))
         if model in self.planned and result.epochs < self.planned[model]:  # stopped early: fewer epochs to go
             self.total -= self.planned[model] - result.epochs
             self.progress.update(self.overall, total=self.total)
         self.progress.console.print(
-            f"  [green]done[/] {model:<8} fold {fold}  macro-F1 {result.macro_f1:.4f}  "
+            f"  [green]done[/] {_name(model, fold, result.seed, 8)}  macro-F1 {result.macro_f1:.4f}  "
             f"acc {result.accuracy:.4f}  {result.epochs} epochs  {result.seconds:.0f}s"
         )
+
+
+def _name(model: str, fold: int, seed: int, width: int = 0) -> str:
+    """A unit's name on the display: ``fusion fold 2`` (``fusion fold 2 seed 1`` for a further seed)."""
+    return f"{model:<{width}} fold {fold}" + (f" seed {seed}" if seed else "")

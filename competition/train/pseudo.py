@@ -24,7 +24,7 @@ from competition.ensemble.blend import combine, to_space
 from competition.store.atomic import write_json, write_npz
 from competition.store.loading import load_finished_run
 from competition.store.readers import PSEUDO_JSON, PSEUDO_NPZ, read_manifest, read_pseudo_record, read_pseudo_sets
-from competition.store.runs import CONFIG_FILE, unit_path
+from competition.store.runs import CONFIG_FILE, model_seeds, unit_path
 from competition.utils.errors import UserError
 from competition.utils.paths import default_submissions
 
@@ -175,8 +175,9 @@ def load_source(path: Path, comp: Competition, split_fp: str, folds: int, run_di
         run, _, model = key.rpartition("/")
         oof.append(runs[run].oof[model])
         test.append(runs[run].test[model])
-        for k in range(folds):
-            h.update(unit_path(dirs[run], model, k).read_bytes())
+        for k in range(folds):  # every seed's fold file, with seed bagging
+            for s in range(model_seeds(runs[run].meta["config"], model)):
+                h.update(unit_path(dirs[run], model, k, s).read_bytes())
     try:
         blend, space, weights, note = _fold_weights(m, models, folds)
     except ValueError as e:

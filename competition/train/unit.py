@@ -1,5 +1,6 @@
-"""Unit: one (model, fold) unit of a cv run: its seed, the fitting recipe it shares with full-data refits
-(``fit_unit``), and ``train_unit``, which trains it and writes its files into the run folder (fold file last)."""
+"""Unit: one (model, fold) unit of a cv run (with seed bagging, one (model, fold, seed) unit): its seed, the
+fitting recipe it shares with full-data refits (``fit_unit``), and ``train_unit``, which trains it and writes its
+files into the run folder (fold file last)."""
 
 from __future__ import annotations
 
@@ -37,9 +38,11 @@ class CVJob:
     pseudo: PseudoRows = field(default_factory=dict)
 
 
-def unit_seed(seed: int, model: str, fold: int) -> int:
-    """A distinct, stable seed per (model, fold): crc32 is the same in every process (unlike hash())."""
-    return (seed * 1_000_003 + zlib.crc32(model.encode()) + 7919 * fold) % 2**31
+def unit_seed(seed: int, model: str, fold: int, bag: int = 0) -> int:
+    """A distinct, stable seed per (model, fold) and, with seed bagging, per seed ``bag`` of the fold (0: the seed
+    of a run without bagging): crc32 is the same in every process (unlike hash())."""
+    name = model if bag == 0 else f"{model}/seed{bag}"
+    return (seed * 1_000_003 + zlib.crc32(name.encode()) + 7919 * fold) % 2**31
 
 
 def planned_epochs(cfg: Config, model: str) -> int:
@@ -92,23 +95,29 @@ def fit_unit(
     return learner, test, checkpoint
 
 
-def train_unit(job: CVJob, model: str, fold: int, threads: int, events: EventSink | None = None) -> UnitResult:
-    """Train one model on one fold of ``job`` and write its artifacts; returns the fold's scores and time."""
+def train_unit(
+    job: CVJob, model: str, fold: int, threads: int, events: EventSink | None = None, seed: int = 0
+) -> UnitResult:
+    """Train one model on one fold of ``job`` (with seed bagging, its seed ``seed`` of ``cfg.seeds``) and write
+    its artifacts; returns the unit's scores and time."""
     comp, cfg, run_dir = job.comp, job.cfg.for_model(model), job.run_dir  # the recipe with [per_model.<model>] keys
     t0 = time.perf_counter()
     tr, va = np.flatnonzero(job.fold_of != fold), np.flatnonzero(job.fold_of == fold)
 
     def on_epoch(row: dict) -> None:
         if events is not None:
-            events.put(EpochEvent(model, fold, planned_epochs(cfg, model), row))
+            events.put(EpochEvent(model, fold, planned_epochs(cfg, model), row, seed))
 
-    seed, extra = unit_seed(cfg.seed, model, fold), job.pseudo.get(fold)
-    learner, test, checkpoint = fit_unit(comp, cfg, model, tr, seed, job.device, threads, va, extra, on_epoch)
+    extra = job.pseudo.get(fold)
+    rng_seed = unit_seed(cfg.seed, model, fold, seed)
+    learner, test, checkpoint = fit_unit(comp, cfg, model, tr, rng_seed, job.device, threads, va, extra, on_epoch)
     oof = learner.val_logits_  # (n_val, 10), from the final epoch's validation pass
     seconds = time.perf_counter() - t0
-    write_text(history_path(run_dir, model, fold), pd.DataFrame(learner.history_).to_csv(index=False))
-    write_torch(checkpoint_path(run_dir, model, fold), checkpoint)
-    result = UnitResult(model, fold, **scores(comp.y[va], oof), seconds=seconds, epochs=learner.epochs_)
+    write_text(history_path(run_dir, model, fold, seed), pd.DataFrame(learner.history_).to_csv(index=False))
+    write_torch(checkpoint_path(run_dir, model, fold, seed), checkpoint)
+    result = UnitResult(model, fold, **scores(comp.y[va], oof), seconds=seconds, epochs=learner.epochs_, seed=seed)
     # Written last: its presence marks the unit finished.
-    write_npz(unit_path(run_dir, model, fold), val_idx=va, oof_logits=oof, test_logits=test, result=result.to_json())
+    write_npz(
+        unit_path(run_dir, model, fold, seed), val_idx=va, oof_logits=oof, test_logits=test, result=result.to_json()
+    )
     return result

@@ -21,8 +21,8 @@ from competition.data.load import Competition, load_competition
 from competition.metrics import scores
 from competition.splits.folds import load_or_make_folds
 from competition.store.atomic import environment, write_json
-from competition.store.loading import load_run
-from competition.store.runs import split_fingerprint, write_run_config
+from competition.store.loading import load_bag, load_run
+from competition.store.runs import split_fingerprint, unit_path, write_run_config
 from competition.train.learner import TrainingDiverged, resolve_device
 from competition.train.unit import CVJob, train_unit
 from competition.tuning.search_space import sample_params
@@ -78,6 +78,11 @@ def _train_trial(trial: optuna.Trial, t: Tuning, comp: Competition, fold_of: np.
     for k in range(t.trial_folds):  # the same order in every trial: step k compares the same rows
         try:
             result = train_unit(job, t.model, k, ctx["threads"])
+            seeds = cfg.for_model(t.model).seeds
+            if seeds > 1:  # seed bagging: the fold's score is that of its seeds' averaged logits
+                for seed in range(1, seeds):
+                    train_unit(job, t.model, k, ctx["threads"], seed=seed)
+                result = load_bag(unit_path(run_dir, t.model, k), seeds, comp.y).result
         except TrainingDiverged as e:  # a sampled recipe that diverges is a bad trial, not the study's end
             console.print(f"{tag} [yellow]pruned[/]: {e}")
             raise optuna.TrialPruned(str(e)) from None
