@@ -11,10 +11,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["CVRun", "Submission", "auto", "cv", "leaderboard", "load", "report", "score", "submit"]
+__all__ = [
+    "CVRun",
+    "Submission",
+    "TuneResult",
+    "auto",
+    "cv",
+    "leaderboard",
+    "load",
+    "report",
+    "score",
+    "submit",
+    "tune",
+]
 
 if TYPE_CHECKING:
-    from competition.api import CVRun, Submission, auto, cv, leaderboard, load, report, score, submit
+    from competition.api import CVRun, Submission, TuneResult, auto, cv, leaderboard, load, report, score, submit, tune
 
 
 def __getattr__(name: str) -> Any:

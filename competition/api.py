@@ -25,6 +25,7 @@ from competition.config import Config, resolve_config
 from competition.data.load import Competition, load_competition
 from competition.pipeline.run import AutoResult, run_auto
 from competition.reporting.analysis import DEFAULT_MAX_ROWS, build_report
+from competition.store.atomic import check_writable, write_text
 from competition.store.loading import load_runs
 from competition.store.predictions import OOF_FILE, TEST_FILE
 from competition.store.readers import read_summary
@@ -33,9 +34,13 @@ from competition.submission.score import Score, score_submission
 from competition.submission.submit import Submission, make_submission
 from competition.tracking.leaderboard import leaderboard as _leaderboard
 from competition.train.cv import run_cv
+from competition.tuning.results import write_best_config
+from competition.tuning.setup import make_tuning
+from competition.tuning.study import Tuning
+from competition.tuning.trials import run_tune
 from competition.utils.console import verbosity
 from competition.utils.errors import UserError
-from competition.utils.paths import default_submissions, default_workdir
+from competition.utils.paths import default_submissions, default_workdir, user_configs
 from competition.utils.validation import check_name, parse_duration
 
 
@@ -239,3 +244,34 @@ def auto(
 
         with DaskExecutor(scheduler, artifacts) as executor:
             return run_auto(base, data, limit, preset, workdir, out, executor, speeds, quiet=not verbose)
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """A study after its trials: the Optuna study, its settings, and the best recipe's TOML (None: no trial done)."""
+
+    study: Any  # optuna.Study
+    tuning: Tuning
+    best_config: Path | None
+
+
+def tune(
+    model: str = "fusion", data: str | Path | None = None, config: str | Path | None = None,
+    overrides: dict[str, Any] | None = None, space: str | Path | None = None, study: str | None = None,
+    storage: str | None = None, trials: int = 20, timeout: float | None = None, prune: bool = True,
+    processes: int = 1, threads: int | None = None, trial_folds: int | None = None,
+    workdir: str | Path | None = None, out: str | Path | None = None, verbose: bool = False,
+) -> TuneResult:  # fmt: skip
+    """An Optuna search over ``model``'s hyperparameters on the saved folds, resumed when the study exists: runs the
+    missing trials, writes ``trials.csv`` and the best recipe (default ``configs/tuned-<study>.toml``)."""
+    t = make_tuning(
+        model, data, config, overrides, space, study, storage, trials, timeout, prune, processes, threads,
+        trial_folds, workdir,
+    )  # fmt: skip
+    out = user_configs() / f"tuned-{t.study}.toml" if out is None else Path(out)
+    check_writable(out.parent)
+    with verbosity(verbose):
+        found = run_tune(t)
+    write_text(t.study_dir / "trials.csv", found.trials_dataframe().to_csv(index=False))
+    best = out if write_best_config(found, t, out) is not None else None
+    return TuneResult(found, t, best)

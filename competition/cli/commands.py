@@ -13,22 +13,19 @@ from rich.table import Table
 from competition import api
 from competition.config import FLAG_KEYS, Config, parse_overrides, resolve_config
 from competition.data.load import N_CLASSES
-from competition.models import list_models
 from competition.reporting.analysis import DEFAULT_MAX_ROWS
-from competition.store.atomic import check_writable, write_text
+from competition.store.atomic import check_writable
 from competition.submission.submit import submit_tables
 from competition.tracking.leaderboard import leaderboard as _leaderboard
 from competition.tracking.leaderboard import tables
 from competition.tracking.leaderboard import warnings as board_warnings
 from competition.tracking.mlflow import log_cv_run, log_or_warn, log_study, log_submission, open_store
-from competition.tuning.results import best_trials_table, importance_table, write_best_config
-from competition.tuning.search_space import SPACE_PATH, load_space
-from competition.tuning.study import Tuning
-from competition.tuning.trials import WorkersFailed, run_tune
+from competition.tuning.results import best_trials_table, importance_table
+from competition.tuning.trials import WorkersFailed
 from competition.utils.console import console
 from competition.utils.errors import EXIT_INTERRUPTED, UserError
-from competition.utils.paths import default_submissions, default_workdir, user_configs
-from competition.utils.validation import check_known, check_name
+from competition.utils.paths import default_submissions, default_workdir
+from competition.utils.validation import check_name
 
 
 def config_from_args(args, models: str | None = None) -> tuple[Config, str]:
@@ -59,55 +56,17 @@ def cv_command(args) -> int:
 
 
 def tune_command(args) -> int:
-    """``python run.py tune``: resolve the base recipe and the space, run the study, print and save the best."""
-    check_known([args.model], list_models(), "model", f"--model {args.model}")
-    for flag, value in (("--trials", args.trials), ("--workers", args.trial_processes), ("--threads", args.threads)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} {value}: must be >= 1")
-    if args.timeout is not None and args.timeout <= 0:
-        raise UserError(f"--timeout {args.timeout}: must be > 0 seconds")
-    cfg, run_name = config_from_args(args, models=args.model)
-    if cfg.pseudo:  # trials train on the plain folds: a search would silently ignore the pseudo-labels
-        raise UserError(
-            f"pseudo={cfg.pseudo}: tune does not train pseudo-label rounds; fix: tune without it, then run "
-            "`run.py cv --pseudo SUBMISSION` with the tuned config"
-        )
-    fixed = set(parse_overrides(args.set)) | {k for k in FLAG_KEYS if getattr(args, k, None) is not None}
-    fixed |= set(cfg.per_model.get(args.model, {}))
-    cfg = cfg.for_model(args.model)  # the tuned model's own recipe; each trial overrides the sampled keys
-    space_path = Path(args.space) if args.space else SPACE_PATH
-    space = load_space(space_path, args.model, cfg)
-    both = sorted(fixed & set(space.params))
-    if both:
-        raise UserError(f"--set/flags fix {both}, which {space_path} also searches; fix: drop them from one of the two")
-    trial_folds = cfg.folds if args.trial_folds is None else args.trial_folds
-    name = args.study or (
-        f"{args.model}-{run_name}"
-        + (f"-{trial_folds}folds" if trial_folds != cfg.folds else "")
-        + ("" if space_path.resolve() == SPACE_PATH.resolve() else f"-{space_path.stem}")
-    )
-    check_name(name, "--study", "study")
-    t = Tuning(
-        data_dir=Path(args.data),
-        workdir=Path(args.workdir) if args.workdir else default_workdir(),
-        cfg=cfg,
-        model=args.model,
-        study=name,
-        storage=args.storage,
-        search_space=space,
-        trial_folds=trial_folds,
-        trials=args.trials,
-        timeout=args.timeout,
-        prune=not args.no_prune,
-        processes=args.trial_processes,
-        threads=args.threads or 1,
-    )
+    """``python run.py tune``: the study the flags ask for (``api.tune``), then its best trials and recipe."""
+    overrides: dict[str, Any] = parse_overrides(args.set)
+    overrides |= {k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k, None) is not None}
     if args.track:
-        open_store(t.workdir)
-    out = Path(args.out) if args.out else user_configs() / f"tuned-{name}.toml"
-    check_writable(out.parent)
+        open_store(Path(args.workdir) if args.workdir else default_workdir())
     try:
-        study = run_tune(t)
+        res = api.tune(
+            args.model, args.data, args.config, overrides, args.space, args.study, args.storage, args.trials,
+            args.timeout, not args.no_prune, args.trial_processes, args.threads, args.trial_folds, args.workdir,
+            args.out, verbose=True,
+        )  # fmt: skip
     except WorkersFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -117,13 +76,13 @@ def tune_command(args) -> int:
             "rerun the same command to resume the study"
         )
         return EXIT_INTERRUPTED
+    study, t = res.study, res.tuning
     console.print(best_trials_table(study))
     imp = importance_table(study)
     if imp is not None:
         console.print(imp)
-    write_text(t.study_dir / "trials.csv", study.trials_dataframe().to_csv(index=False))
-    if write_best_config(study, t, out) is not None:
-        console.print(f"best config: {out}  (train it: python run.py cv --config {out})")
+    if res.best_config is not None:
+        console.print(f"best config: {res.best_config}  (train it: python run.py cv --config {res.best_config})")
     if args.track:
         logged, warning = log_or_warn(log_study, study, t.workdir, t.study_dir)
         if warning is None:
