@@ -28,12 +28,25 @@ from competition.utils.paths import default_submissions, default_workdir
 from competition.utils.validation import check_name
 
 
+def recipe_overrides(args) -> dict[str, Any]:
+    """The config keys a command line sets: ``--set KEY=VALUE`` and the flags of the most used keys."""
+    overrides: dict[str, Any] = parse_overrides(args.set)
+    return overrides | {k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k, None) is not None}
+
+
+def track(log, *args, said) -> None:
+    """Log to MLflow after the work: ``said(result)`` on the console, or one ``warning:`` line (work is kept)."""
+    result, warning = log_or_warn(log, *args)
+    if warning is None:
+        console.print(f"mlflow: {said(result)}")
+    else:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def config_from_args(args, models: str | None = None) -> tuple[Config, str]:
     """The recipe of a command line (``--config``, ``--set`` and the flags of the most used keys) and its
     default run name (``config.resolve_config``)."""
-    overrides: dict[str, Any] = parse_overrides(args.set)
-    overrides |= {k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k, None) is not None}
-    return resolve_config(args.config, overrides, models)
+    return resolve_config(args.config, recipe_overrides(args), models)
 
 
 def cv_command(args) -> int:
@@ -47,18 +60,18 @@ def cv_command(args) -> int:
         scheduler=args.scheduler, artifacts=args.artifacts, verbose=True,
     )  # fmt: skip
     if args.track:
-        rid, warning = log_or_warn(log_cv_run, run.dir, workdir)
-        if warning is None:
-            console.print(f"mlflow: {'logged as run ' + rid if rid else 'already logged, unchanged'}")
-        else:
-            print(f"warning: {warning}", file=sys.stderr)
+        track(
+            log_cv_run,
+            run.dir,
+            workdir,
+            said=lambda rid: f"logged as run {rid}" if rid else "already logged, unchanged",
+        )
     return 0
 
 
 def tune_command(args) -> int:
     """``python run.py tune``: the study the flags ask for (``api.tune``), then its best trials and recipe."""
-    overrides: dict[str, Any] = parse_overrides(args.set)
-    overrides |= {k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k, None) is not None}
+    overrides = recipe_overrides(args)
     if args.track:
         open_store(Path(args.workdir) if args.workdir else default_workdir())
     try:
@@ -84,11 +97,13 @@ def tune_command(args) -> int:
     if res.best_config is not None:
         console.print(f"best config: {res.best_config}  (train it: python run.py cv --config {res.best_config})")
     if args.track:
-        logged, warning = log_or_warn(log_study, study, t.workdir, t.study_dir)
-        if warning is None:
-            console.print(f"mlflow: study run {logged[0]}, {logged[1]} trial(s) logged as nested runs")
-        else:
-            print(f"warning: {warning}", file=sys.stderr)
+        track(
+            log_study,
+            study,
+            t.workdir,
+            t.study_dir,
+            said=lambda r: f"study run {r[0]}, {r[1]} trial(s) logged as nested runs",
+        )
     if t.storage is None:
         console.print(f"dashboard: optuna-dashboard {t.journal}")
     return 0
@@ -131,18 +146,13 @@ def submit_command(args) -> int:
         f"{sub.comp.root / 'sample_submission.csv'}; probabilities and manifest beside it"
     )
     if args.track:
-        rid, warning = log_or_warn(log_submission, path.with_suffix(".json"), workdir)
-        if warning is None:
-            console.print(f"mlflow: logged as run {rid}")
-        else:
-            print(f"warning: {warning}", file=sys.stderr)
+        track(log_submission, path.with_suffix(".json"), workdir, said=lambda rid: f"logged as run {rid}")
     return 0
 
 
 def auto_command(args) -> int:
     """``python run.py auto``: measure, plan and run the pipeline within ``--time-limit``; print what it wrote."""
-    overrides: dict[str, Any] = parse_overrides(args.set)
-    overrides |= {k: getattr(args, k) for k in FLAG_KEYS if getattr(args, k, None) is not None}
+    overrides = recipe_overrides(args)
     out = Path(args.out) if args.out else default_submissions()
     check_writable(out)
     result = api.auto(
