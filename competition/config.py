@@ -50,6 +50,7 @@ EXECUTION_KEYS = _keys_with("execution")
 FLAG_KEYS = _keys_with("flag")
 NOT_TUNABLE = RUN_KEYS  # a search may not change the split every trial shares, nor execution
 # The share-of-rows keys of the augmentations (see Config).
+CLASS_WEIGHTS = ("none", "balanced")  # the loss's per-class weights
 MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds 0..2**32-1
 AUGMENT_P_KEYS = (
     "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p",
@@ -78,6 +79,7 @@ class Config:
     patience: int = 3
     inner_share: float = 0.1
     label_smoothing: float = 0.0
+    class_weight: str = "none"
     shift: int = 0
     shift_p: float = 1.0
     rotate: float = 0.0
@@ -131,6 +133,7 @@ class Config:
             (self.lr > 0, "lr must be > 0"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+            (self.class_weight in CLASS_WEIGHTS, f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}"),
             (0 <= self.shift <= 8, "shift must be in 0..8 pixels"),
             (0 <= self.rotate <= 180, "rotate must be in 0..180 degrees"),
             (0 <= self.erase <= 1, "erase must be in [0, 1] (a share of the image)"),
@@ -211,6 +214,7 @@ KEY_DOCS: dict[str, str] = {
     "inner_share": "with `early_stop`: share of a fold's training rows held out (grouped by duplicates) as the inner "
     "split",
     "label_smoothing": "label smoothing of the cross-entropy loss",
+    "class_weight": "none, or balanced: each class's loss weighted by N / (10 x its rows) (imbalanced classes)",
     "shift": "translate training images by up to this many pixels (0 = off)",
     "shift_p": "share of training rows `shift` applies to",
     "rotate": "rotate training images by up to this many degrees (0 = off)",

@@ -18,6 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from competition.config import Config
+from competition.data.load import N_CLASSES
 from competition.metrics import scores
 from competition.models import create_model, model_hparams
 from competition.train.augment import augment_batch, mix_rows, tta_views
@@ -98,6 +99,16 @@ class WSD:
             self.last_epoch = min(epoch + decay, self.max_epochs)
 
 
+def class_weights(y: np.ndarray, kind: str, device) -> torch.Tensor | None:
+    """The loss's per-class weights: None (every row counts once), or ``balanced``, N / (10 x rows of the class)
+    over the rows trained on, so that each class weighs the same in the loss however rare it is."""
+    if kind == "none":
+        return None
+    counts = np.bincount(y, minlength=N_CLASSES).astype(np.float64)
+    w = len(y) / (N_CLASSES * np.maximum(counts, 1.0))  # a class without rows: its weight never used
+    return torch.as_tensor(w, dtype=torch.float32, device=device)
+
+
 class Learner:
     """Train model ``model_name`` with recipe ``cfg`` and seed ``seed``; ``fit`` then ``predict_logits``."""
 
@@ -128,6 +139,7 @@ class Learner:
         model = create_model(self.model_name, **model_kwargs(self.model_name, cfg)).to(dev)
         img, aud = self._tensors(image, audio)  # (N, 784), (N, 507)
         target = torch.as_tensor(y, device=dev)  # (N,)
+        weight = class_weights(y, cfg.class_weight, dev)  # (10,) or None
         n, bs = len(target), cfg.batch_size
         everything = torch.arange(n, device=dev)
         rows = everything  # the rows trained on; with early stopping, not the inner rows until the decay
@@ -167,9 +179,11 @@ class Learner:
                 x_img, x_aud = augment_batch(img[idx], aud[idx], cfg, gen)  # training rows only
                 x_img, x_aud, partner, lam = mix_rows(x_img, x_aud, cfg, gen)
                 logits = model(x_img, x_aud)  # (B, 10)
-                loss = F.cross_entropy(logits, target[idx], label_smoothing=cfg.label_smoothing)
+                loss = F.cross_entropy(logits, target[idx], weight=weight, label_smoothing=cfg.label_smoothing)
                 if partner is not None:  # mixup/cutmix: the loss mixed as the rows are
-                    other = F.cross_entropy(logits, target[idx][partner], label_smoothing=cfg.label_smoothing)
+                    other = F.cross_entropy(
+                        logits, target[idx][partner], weight=weight, label_smoothing=cfg.label_smoothing
+                    )
                     loss = lam * loss + (1 - lam) * other
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
