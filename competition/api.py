@@ -91,9 +91,7 @@ class CVRun:
     @classmethod
     def open(cls, run: str | Path, workdir: str | Path | None = None) -> CVRun:
         """A finished run: a run folder's path, or a run name under ``workdir``."""
-        path = Path(run)
-        if not (path / "config.json").is_file():
-            path = find_run(default_workdir() if workdir is None else Path(workdir), str(run))
+        path = _run_dir(run, workdir)
         summary = pd.read_csv(path / "scores.csv") if (path / "scores.csv").is_file() else pd.DataFrame()
         oof = read_summary(path)["oof"]
         return cls(path, summary, pd.DataFrame.from_dict(oof, orient="index", columns=["macro_f1", "accuracy"]))
@@ -131,6 +129,15 @@ def cv(
             with DaskExecutor(scheduler, artifacts) as executor:
                 result = run_cv(cfg, data, workdir, run_name, quiet=not verbose, executor=executor)
     return CVRun(result.run_dir, result.per_fold, result.oof)
+
+
+def _run_dir(run: CVRun | str | Path | None, workdir: str | Path | None) -> Path:
+    """A run's folder: a ``CVRun``, a run folder's path, a run name under ``workdir``, or (None) its latest run."""
+    if isinstance(run, CVRun):
+        return run.dir
+    if run is not None and (Path(run) / "config.json").is_file():
+        return Path(run)
+    return find_run(default_workdir() if workdir is None else Path(workdir), None if run is None else str(run))
 
 
 def _run_dirs(runs: list[CVRun | str | Path] | None, workdir: Path) -> tuple[Path, list[str]]:
@@ -184,15 +191,8 @@ def report(
     verbose: bool = False,
 ) -> dict[str, Any]:
     """Draw a finished run's figures into ``<run>/report/`` (index.html, PNGs, report.json); returns its numbers."""
-    workdir = default_workdir() if workdir is None else Path(workdir)
-    if isinstance(run, CVRun):
-        run_dir = run.dir
-    elif run is not None and (Path(run) / "config.json").is_file():
-        run_dir = Path(run)
-    else:
-        run_dir = find_run(workdir, None if run is None else str(run))
     with verbosity(verbose):
-        return build_report(run_dir, Path(data) if data else None, max_rows, quiet=not verbose)
+        return build_report(_run_dir(run, workdir), Path(data) if data else None, max_rows, quiet=not verbose)
 
 
 def leaderboard(

@@ -115,8 +115,9 @@ def decide(
     n_classes = oof_probs.shape[1]
     oof, test, weight, shift, lines = oof_probs, test_probs, None, None, []
     if label_shift == "auto":
-        temperature, bias = fit_bcts(_log(oof_probs), y)  # calibrated first: EM needs calibrated posteriors
-        cal_oof = apply_bcts(_log(oof_probs), temperature, bias)
+        logp_oof = _log(oof_probs)
+        temperature, bias = fit_bcts(logp_oof, y)  # calibrated first: EM needs calibrated posteriors
+        cal_oof = apply_bcts(logp_oof, temperature, bias)
         cal_test = apply_bcts(_log(test_probs), temperature, bias)
         train_priors = class_priors(y, n_classes)
         shift, reason = None, _unreliable(cal_oof, y, train_priors)
@@ -131,23 +132,22 @@ def decide(
             weight = est[y] / np.maximum(train[y], _TINY)  # each row as the test proportions would weigh it
     decision = None
     if offsets == "auto":
-        decision = decide_offsets(_log(oof), y, fold_of, weight)
+        logp_oof = _log(oof)  # a new array: shifted in place below
+        decision = decide_offsets(logp_oof, y, fold_of, weight)
         lines.append(decision.message)
         if decision.applied:
             folds = np.unique(fold_of)  # per_fold rows are in this (sorted) order
-            shifted_oof = _log(oof).copy()
+            shifted_oof = logp_oof
             for k, off in zip(folds, decision.per_fold, strict=True):
                 shifted_oof[fold_of == k] += off  # fold k decided by offsets that never saw its labels
             oof = softmax(shifted_oof, axis=1)
             test = softmax(_log(test) + decision.offsets, axis=1)
     pred = oof.argmax(axis=1)
-    estimated = None
+    plain, estimated = macro_f1(y, pred), None
     if shift is not None and shift.shifted:
         estimated = reweighted_macro_f1(y, pred, shift.train_priors, shift.test_priors)
         lines.append(
             f"out-of-fold macro-F1 re-weighted to the estimated test proportions: {estimated:.4f} "
-            f"(plain {macro_f1(y, pred):.4f}: the out-of-fold rows have the training proportions)"
+            f"(plain {plain:.4f}: the out-of-fold rows have the training proportions)"
         )
-    if shift is None and decision is None:
-        return Decisions(oof_probs, test_probs, oof_f1=macro_f1(y, oof_probs.argmax(axis=1)))
-    return Decisions(oof, test, shift, decision, macro_f1(y, pred), estimated, lines)
+    return Decisions(oof, test, shift, decision, plain, estimated, lines)

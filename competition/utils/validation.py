@@ -156,12 +156,6 @@ def check_known(values: Iterable[str], known: Iterable[str], what: str, where: s
         raise UserError(f"{where}: unknown {what}(s) {unknown}; fix: use one of {', '.join(known)}")
 
 
-def check_finite_number(value: float, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise UserError(f"{where}: {value!r} is not a finite number; fix the value")
-    return value
-
-
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
 
