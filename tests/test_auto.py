@@ -32,37 +32,35 @@ def by(plan, kind):
 # --- the planner, pure ---------------------------------------------------------------------------------------
 
 
-def test_best_on_shifted_data_plans_early_stopping_a_pseudo_round_and_the_blend():
+def test_best_on_shifted_data_plans_the_base_early_stopping_a_pseudo_round_and_the_blend():
     plan = make_plan(profile(True), SPEEDS, 3600, "best")
     cv = by(plan, "cv")
-    assert not cv["auto-base"].chosen and "early stopping" in cv["auto-base"].why
+    assert cv["auto-base"].chosen and "first" in cv["auto-base"].why  # a submission early, whatever comes later
     assert cv["auto-es"].chosen and cv["auto-es"].overrides == {"early_stop": True}
     assert cv["auto-pseudo"].chosen and cv["auto-pseudo"].pseudo_from == "auto-es"
     assert cv["auto-pseudo"].overrides["early_stop"] is True  # one round further on the source's recipe
-    assert by(plan, "submit")[BLEND].runs == ("auto-es", "auto-pseudo")
+    assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es", "auto-pseudo")
     assert plan.seconds <= 3600
     # the time factor: early stopping ~2.5x the base recipe, the pseudo round more (its extra rows)
-    base_s = make_plan(profile(False), SPEEDS, 3600, "fast").stages[0].seconds
-    assert 2.2 < cv["auto-es"].seconds / base_s < 2.6 and cv["auto-pseudo"].seconds > cv["auto-es"].seconds
+    assert 2.2 < cv["auto-es"].seconds / cv["auto-base"].seconds < 2.6
+    assert cv["auto-pseudo"].seconds > cv["auto-es"].seconds
 
 
 def test_a_stage_that_would_not_fit_is_skipped_and_said_so():
     full = make_plan(profile(True), SPEEDS, 3600, "best")
-    es, pseudo = by(full, "cv")["auto-es"].seconds, by(full, "cv")["auto-pseudo"].seconds
-    sub = by(full, "submit")["auto-es"].seconds
-    plan = make_plan(profile(True), SPEEDS, es + sub + pseudo / 2, "best")
-    cv = by(plan, "cv")
-    assert cv["auto-es"].chosen and not cv["auto-pseudo"].chosen
+    cost = {s.name: s.seconds for s in full.stages if s.kind == "cv"}
+    sub = {s.name: s.seconds for s in full.stages if s.kind == "submit"}
+    # the base run, early stopping and half a pseudo round: the round does not fit, the blend of two does
+    limit = cost["auto-base"] + sub["auto-base"] + cost["auto-es"] + sub["auto-es"] + cost["auto-pseudo"] / 2
+    cv = by(plan := make_plan(profile(True), SPEEDS, limit, "best"), "cv")
+    assert cv["auto-base"].chosen and cv["auto-es"].chosen and not cv["auto-pseudo"].chosen
     assert cv["auto-pseudo"].why.startswith("would not fit:")
-    assert not by(plan, "submit")[BLEND].chosen
-    # less time still: early stopping does not fit, the base recipe is the fallback
-    fast = make_plan(profile(True), SPEEDS, 3600, "fast")
-    base = sum(s.seconds for s in fast.chosen)  # the base run and its submission
-    plan = make_plan(profile(True), SPEEDS, base + 5, "best")
-    cv = by(plan, "cv")
-    assert cv["auto-base"].chosen and "fallback" in cv["auto-base"].why
+    assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es")
+    # less time: the base run only; early stopping would not fit, nor would a pseudo round on the base run
+    cv = by(plan := make_plan(profile(True), SPEEDS, cost["auto-base"] + sub["auto-base"] + 5, "best"), "cv")
+    assert cv["auto-base"].chosen
     assert not cv["auto-es"].chosen and cv["auto-es"].why.startswith("would not fit:")
-    assert cv["auto-pseudo"].chosen is False  # the base run + a round on it do not fit either
+    assert not cv["auto-pseudo"].chosen and not by(plan, "submit")[BLEND].chosen
     # nothing fits: every stage skipped, each with its reason
     plan = make_plan(profile(True), SPEEDS, 1.0, "best")
     assert not plan.chosen and all(s.why for s in plan.stages)
@@ -107,7 +105,7 @@ class FakeExecutor(LocalExecutor):
         self.clock[0] += 10
 
 
-def test_cv_claims_no_unit_batch_after_its_deadline(tmp_path, monkeypatch):
+def test_cv_claims_no_unit_batch_that_would_end_after_its_deadline(tmp_path, monkeypatch):
     from competition.train import cv as cv_module
     from competition.train.unit import CVJob
 
@@ -116,11 +114,17 @@ def test_cv_claims_no_unit_batch_after_its_deadline(tmp_path, monkeypatch):
     cfg, _ = resolve_config(None, {"workers": 2, "device": "cpu"}, "image")
     job = CVJob(None, None, cfg, tmp_path / "run", "cpu")
     (tmp_path / "run").mkdir()
-    ex = FakeExecutor(clock)
     todo = [("image", k) for k in range(5)]
+    # priced at 5 s a batch: at 1010 the next (measured: 10 s) would end at 1020 > 1015, so it is not claimed
+    ex = FakeExecutor(clock)
     with pytest.raises(DeadlineReached) as e:
-        train_claimed(job, todo, ex, True, deadline=1015.0)
-    assert [len(b) for b in ex.batches] == [2, 2] and e.value.left == 1  # two batches of two workers, then stop
+        train_claimed(job, todo, ex, True, deadline=1015.0, batch_seconds=5.0)
+    assert [len(b) for b in ex.batches] == [2] and e.value.left == 3
+    # priced right: two batches of two workers end by 1020, the third would not
+    clock[0], ex = 1000.0, FakeExecutor(clock)
+    with pytest.raises(DeadlineReached) as e:
+        train_claimed(job, todo, ex, True, deadline=1025.0, batch_seconds=10.0)
+    assert [len(b) for b in ex.batches] == [2, 2] and e.value.left == 1
 
 
 # --- the command on a tiny copy ------------------------------------------------------------------------------
@@ -179,7 +183,7 @@ def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeyp
     monkeypatch.setattr(LocalExecutor, "execute", interrupt_in_pseudo)
     with pytest.raises(KeyboardInterrupt):
         tiny_auto(tiny_data, tmp_path, 300)
-    assert trained == ["auto-es", "auto-es", "auto-pseudo"]  # one worker: one unit a batch
+    assert trained == ["auto-base"] * 2 + ["auto-es"] * 2 + ["auto-pseudo"]  # one worker: one unit a batch
     # Ctrl-C kept every finished stage: auto.csv is the early-stopping submission so far
     first = json.loads((tmp_path / "subs" / "auto.json").read_text())["auto"]
     assert first["source_submission"] == "auto-es"
@@ -191,5 +195,54 @@ def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeyp
     assert status[("cv", "auto-pseudo")] == ("done", "resumed: 1 unit(s) were finished earlier")
     assert status[("submit", BLEND)][0] == "done"
     auto = json.loads(res.path.with_suffix(".json").read_text())["auto"]
-    assert auto["source_submission"] == BLEND and auto["runs_used"] == ["auto-es", "auto-pseudo"]
+    assert auto["source_submission"] == BLEND and auto["runs_used"] == ["auto-base", "auto-es", "auto-pseudo"]
     assert "pseudo-labelled" in auto["estimate"]
+
+
+# --- pacing: a stage slower than planned re-prices the later ones --------------------------------------------
+
+
+def test_a_later_stage_priced_at_the_measured_pace_is_not_started(tmp_path):
+    from competition.pipeline.plan import Stage
+
+    stage = Stage("auto-es", "cv", "why", True, 10.0, {"early_stop": True}, unit_seconds=2.0)
+    cfg, _ = resolve_config(None, {"folds": 2, "device": "cpu"}, "image")
+    deadline = time.time() + 30
+    o = auto_run._run_stage(stage, cfg, None, tmp_path / "w", tmp_path, None, deadline, set(), True, pace=5.0)
+    assert o.status == "not started" and "would not finish in time: ~50s" in o.note
+
+
+def test_each_cv_stage_sets_the_pace_of_the_next(tiny_data, tmp_path, monkeypatch):
+    paces = []
+
+    def fake_stage(stage, *args, pace=1.0):
+        paces.append((stage.kind, stage.name, pace))
+        if stage.kind == "cv" and stage.chosen:  # every cv stage takes 3x its plan
+            return auto_run.StageOutcome(stage, "done", "", 3 * stage.seconds, stage.seconds)
+        return auto_run.StageOutcome(stage, "skipped")
+
+    monkeypatch.setattr(auto_run, "_run_stage", lambda st, *a: fake_stage(st, *a[:-1], pace=a[-1]))
+    tiny_auto(tiny_data, tmp_path, 300, preset="best")
+    assert paces[0] == ("cv", "auto-base", 1.0) and paces[1] == ("submit", "auto-base", 3.0)
+    assert all(p == 3.0 for _, _, p in paces[1:])
+
+
+def test_the_final_blend_blends_the_runs_that_finished(tmp_path, monkeypatch):
+    from competition.pipeline.plan import Stage
+
+    blended = []
+
+    class FakeSubmission:
+        def write(self, out, name, overwrite=False):
+            blended.append((name, overwrite))
+
+    monkeypatch.setattr(auto_run, "load_runs", lambda workdir, runs, comp, _: runs)
+    monkeypatch.setattr(auto_run, "make_submission", lambda runs, comp: blended.append(runs) or FakeSubmission())
+    stage = Stage(BLEND, "submit", "why", True, 1.0, runs=("auto-base", "auto-es", "auto-pseudo"))
+    finished = {"cv:auto-base", "cv:auto-es"}
+    o = auto_run._run_stage(stage, None, None, tmp_path, tmp_path, None, time.time() + 60, finished, True)
+    assert o.status == "done" and o.note == "without auto-pseudo (not finished)"
+    assert blended == [["auto-base", "auto-es"], (BLEND, True)]
+    # one run finished: its own submission is the final one, no blend of one
+    o = auto_run._run_stage(stage, None, None, tmp_path, tmp_path, None, time.time() + 60, {"cv:auto-base"}, True)
+    assert o.status == "not started" and "auto-es, auto-pseudo" in o.note

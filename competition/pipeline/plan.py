@@ -149,13 +149,11 @@ def submit_seconds(p: Profile, n_models: int) -> float:
 
 @dataclass(frozen=True)
 class Context:
-    """What a lever's rule may read: the preset, the cv stages chosen so far, the seconds left, and whether
-    another lever would fit now."""
+    """What a lever's rule may read: the preset, the cv stages chosen so far and the seconds left."""
 
     preset: str
     chosen: tuple[Stage, ...]
     left: float
-    fits: Callable[[str], bool]
 
 
 @dataclass(frozen=True)
@@ -174,11 +172,7 @@ def _auc(p: Profile) -> str:
 def _want_base(p: Profile, ctx: Context) -> tuple[bool, str]:
     if ctx.preset == "fast":
         return True, "the base recipe (preset fast)"
-    if not p.shifted:
-        return True, f"the base recipe: test audio like the training audio (AUC {_auc(p)} < 0.8)"
-    if ctx.fits("auto-es"):
-        return False, "shifted test rows: early stopping (auto-es) replaces the base recipe"
-    return True, "fallback: early stopping (auto-es) would not fit in the time left"
+    return True, "the base recipe first: a submission early whatever happens later, and a member of the final blend"
 
 
 def _want_es(p: Profile, ctx: Context) -> tuple[bool, str]:
@@ -237,10 +231,8 @@ def make_plan(profile: Profile, speeds: Speeds, limit: float, preset: str, lever
         seconds, unit = cv_seconds(profile, speeds, factor, extra)
         return seconds + submit_seconds(profile, len(profile.models)), unit, overrides, source
 
-    by_name = {lever.name: lever for lever in levers}
     for lever in levers:
-        fits = lambda name, left=left: price(by_name[name])[0] <= left  # noqa: E731
-        ok, why = lever.want(profile, Context(preset, tuple(chosen), left, fits))
+        ok, why = lever.want(profile, Context(preset, tuple(chosen), left))
         seconds, unit, overrides, source = price(lever)
         if ok and seconds > left:
             ok, why = False, f"would not fit: ~{duration(seconds)} needed, {duration(left)} left ({why})"

@@ -33,6 +33,10 @@ from competition.utils.console import console
 
 AUTO = "auto"  # auto.csv, auto.probs.npz, auto.json
 RESERVE_S = 2.0  # kept back from the plan for writing auto.csv and its manifest
+# The probe times a few batches on an idle worker; a stage's units may then run slower (load from other jobs, a
+# cluster's workers, early stopping training more epochs than its factor says). Each cv stage's measured time over
+# its planned time re-prices the stages after it, within these bounds.
+MIN_PACE, MAX_PACE = 0.5, 10.0
 SUFFIXES = (".csv", ".probs.npz", ".json")
 
 
@@ -42,6 +46,7 @@ class StageOutcome:
     status: str  # done | resumed | skipped | not started | stopped
     note: str = ""
     seconds: float = 0.0
+    planned: float = 0.0  # the plan's seconds for what this invocation ran of the stage (before pacing)
 
     def to_dict(self) -> dict[str, Any]:
         return self.stage.to_dict() | {
@@ -117,9 +122,14 @@ def run_auto(
     _say(quiet, *plan.lines())
     outcomes: list[StageOutcome] = []
     finished: set[str] = set()  # "cv:<name>", "submit:<name>"
+    pace = 1.0  # measured / planned seconds of the latest cv stage trained: later stages are priced with it
     try:
         for stage in plan.stages:
-            outcomes.append(_run_stage(stage, base, comp, workdir, out, executor, deadline, finished, quiet))
+            outcome = _run_stage(stage, base, comp, workdir, out, executor, deadline, finished, quiet, pace)
+            outcomes.append(outcome)
+            if stage.kind == "cv" and outcome.status == "done" and outcome.planned > 0:
+                pace = min(max(outcome.seconds / outcome.planned, MIN_PACE), MAX_PACE)
+                _say(quiet, f"auto: {stage.name} took {pace:.2f}x its estimate: later stages are priced so")
     finally:  # a deadline, Ctrl-C or an error: auto.csv is the latest finished submission so far
         result = _write_auto(plan, outcomes, comp, out, start, finished)
         _say(quiet, *_summary_lines(result))
@@ -128,8 +138,10 @@ def run_auto(
 
 def _run_stage(
     stage: Stage, base: Config, comp: Competition, workdir: Path, out: Path, executor: Executor, deadline: float,
-    finished: set[str], quiet: bool,
+    finished: set[str], quiet: bool, pace: float = 1.0,
 ) -> StageOutcome:  # fmt: skip
+    """Run one stage unless it is skipped, already finished, waits on an unfinished one, or would not end before
+    ``deadline`` at ``pace`` times its planned seconds."""
     if not stage.chosen:
         return StageOutcome(stage, "skipped", stage.why)
     t0 = time.time()
@@ -143,32 +155,46 @@ def _run_stage(
         if left == 0 and (run_dir / "summary.json").is_file():
             finished.add(f"cv:{stage.name}")
             return StageOutcome(stage, "resumed", "finished by an earlier invocation")
-        needed = stage.seconds * left / total
+        planned = stage.seconds * left / total
+        needed = planned * pace
         if t0 + needed > deadline:
             note = f"would not finish in time: ~{duration(needed)} for {left} unit(s), {duration(deadline - t0)} left"
             _say(quiet, f"auto: {stage.name}: not started, {note}")
             return StageOutcome(stage, "not started", note)
         _say(quiet, f"auto: {stage.name}: cv, {left} of {total} unit(s) to train (~{duration(needed)})")
         try:
-            run_cv(cfg, comp, workdir, stage.name, quiet, executor, deadline=deadline - stage.unit_seconds)
+            run_cv(cfg, comp, workdir, stage.name, quiet, executor, deadline, stage.unit_seconds * pace)
         except DeadlineReached as e:
-            return StageOutcome(stage, "stopped", f"stopped at a unit boundary: {e}; rerun to resume", time.time() - t0)
+            note = f"stopped at a unit boundary: {e}; rerun to resume"
+            return StageOutcome(stage, "stopped", note, time.time() - t0, planned)
         finished.add(f"cv:{stage.name}")
         note = "" if left == total else f"resumed: {total - left} unit(s) were finished earlier"
-        return StageOutcome(stage, "done", note, time.time() - t0)
-    missing = [r for r in stage.runs if f"cv:{r}" not in finished]
-    if missing:
+        return StageOutcome(stage, "done", note, time.time() - t0, planned)
+    runs = [r for r in stage.runs if f"cv:{r}" in finished]
+    missing = [r for r in stage.runs if r not in runs]
+    if not runs or (missing and len(runs) < 2):  # a blend of one run would repeat that run's own submission
         return StageOutcome(stage, "not started", f"needs the run(s) {', '.join(missing)}, not finished")
-    if (out / f"{stage.name}.json").is_file() and (out / f"{stage.name}.csv").is_file():
+    if _written_from(out, stage.name) == runs:
         finished.add(f"submit:{stage.name}")
         return StageOutcome(stage, "resumed", "written by an earlier invocation")
-    if t0 + stage.seconds > deadline:
-        return StageOutcome(stage, "not started", f"would not finish in time: ~{duration(stage.seconds)} needed")
-    _say(quiet, f"auto: {stage.name}: submission of {', '.join(stage.runs)}")
-    runs = load_runs(workdir, list(stage.runs), comp, None)
-    make_submission(runs, comp).write(out, stage.name)
+    if t0 + stage.seconds * pace > deadline:
+        return StageOutcome(stage, "not started", f"would not finish in time: ~{duration(stage.seconds * pace)} needed")
+    _say(quiet, f"auto: {stage.name}: submission of {', '.join(runs)}")
+    # overwrite: an earlier invocation's blend of fewer runs (one was not finished then) is replaced
+    make_submission(load_runs(workdir, runs, comp, None), comp).write(out, stage.name, overwrite=True)
     finished.add(f"submit:{stage.name}")
-    return StageOutcome(stage, "done", "", time.time() - t0)
+    note = f"without {', '.join(missing)} (not finished)" if missing else ""
+    return StageOutcome(stage, "done", note, time.time() - t0, stage.seconds)
+
+
+def _written_from(out: Path, name: str) -> list[str] | None:
+    """The runs an earlier invocation's submission ``name`` blended (None when it is not all written)."""
+    if not ((out / f"{name}.json").is_file() and (out / f"{name}.csv").is_file()):
+        return None
+    try:
+        return [r["name"] for r in json.loads((out / f"{name}.json").read_text())["runs"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # damaged: written again
 
 
 def honest_oof(manifest: dict) -> float | None:

@@ -46,10 +46,12 @@ def run_cv(
     quiet: bool = False,
     executor: Executor | None = None,
     deadline: float | None = None,
+    batch_seconds: float = 0.0,
 ) -> CVResult:
     """Train every (model, fold) unit not yet finished in ``workdir/run_name`` and score the run; ``executor``
     trains them (default: local processes; ``dask.DaskExecutor`` for a Dask cluster). ``deadline`` (a
-    ``time.time()``): claim no unit batch after it, and raise ``DeadlineReached`` (finished units kept) if units
+    ``time.time()``): claim no unit batch that would end after it (``batch_seconds``: the expected seconds of one,
+    or the longest batch seen so far if longer), and raise ``DeadlineReached`` (finished units kept) if units
     remain then."""
     executor = executor or LocalExecutor()
     local = isinstance(executor, LocalExecutor)
@@ -100,7 +102,7 @@ def run_cv(
         )
     if todo:
         job = CVJob(comp, fold_of, cfg, run_dir, device, pseudo_rows)
-        train_claimed(job, todo, executor, quiet, deadline)
+        train_claimed(job, todo, executor, quiet, deadline, batch_seconds)
     return summarise(run_dir, comp, cfg, quiet)
 
 
@@ -124,21 +126,27 @@ def _batch_size(executor: Executor, job: CVJob, n: int) -> int:
     return max(1, slots()) if callable(slots) else n
 
 
-def train_claimed(job: CVJob, todo: Units, executor: Executor, quiet: bool, deadline: float | None = None) -> None:
+def train_claimed(
+    job: CVJob, todo: Units, executor: Executor, quiet: bool, deadline: float | None = None, batch_seconds: float = 0.0
+) -> None:
     """Train the units of ``todo`` this command can claim, then wait for those another command holds (training
     any it gives up or whose owner dies), so the run is complete when this returns. With a ``deadline``, units
-    are claimed one batch of workers at a time and none after it (``DeadlineReached``)."""
+    are claimed one batch of workers at a time, and none that would end after it (``DeadlineReached``): a batch is
+    priced at ``batch_seconds`` or, when longer, at the longest batch trained so far (the costliest units go first,
+    so a measured batch bounds the later ones where the estimate was too low)."""
     run_dir = job.run_dir
     with UnitClaims(run_dir) as claims:
-        waiting = []
+        waiting, longest = [], batch_seconds
         while todo:
-            if deadline is not None and time.time() >= deadline:
+            if deadline is not None and time.time() + longest > deadline:
                 raise DeadlineReached(len(todo))
             batch = len(todo) if deadline is None else _batch_size(executor, job, len(todo))
             mine, rest = claims.take(todo[:batch], lambda *unit: unit_finished(run_dir, *unit))
             todo = todo[batch:] + rest  # units another command holds go last
             if mine:
+                t0 = time.time()
                 executor.execute(job, mine, quiet)
+                longest = max(longest, time.time() - t0)
                 for unit in mine:
                     claims.release(*unit)
             if todo and not mine:  # only units another command holds are left in view: wait for them
