@@ -229,7 +229,7 @@ def auto(
     the data and each model's speed here, plan the stages of ``preset`` (``fast`` or ``best``), run them as
     ordinary cv runs (``workdir``) and submissions (``out``) and write ``<out>/auto.csv`` with its manifest; a
     rerun resumes. ``config``/``overrides``/``models``: the base recipe; ``speeds``: seconds per row-epoch per
-    model instead of the probe's (for planning tests); ``scheduler``: train on a Dask cluster (docs/auto.md)."""
+    model instead of the probe's (for planning tests); ``scheduler``: train on a Dask cluster (docs/howto/auto.md)."""
     from competition.pipeline.plan import check_preset
 
     limit = parse_duration(time_limit, "--time-limit")

@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--run", default=None, help="run name under the workdir (default: the latest cv run)")
     rep.add_argument("--data", default=None, help="competition folder (default: the one the run was trained on)")
     rep.add_argument("--max-rows", type=int, default=None, help="out-of-fold rows in the embedding analysis (5000)")
-    auto = sub.add_parser("auto", help="the whole pipeline in one command within a time limit (docs/auto.md)")
+    auto = sub.add_parser("auto", help="the whole pipeline in one command within a time limit (docs/howto/auto.md)")
     add_recipe_flags(auto, "runs")
     auto.add_argument("--models", help="comma-separated models of the base recipe (default: the recipe's)")
     auto.add_argument("--time-limit", default="30m", help="wall time of this command: 90s, 30m, 1h or seconds (30m)")
@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=["fast", "best"],
         default="best",
-        help="fast: the base recipe and its submission; best: every stage the time allows (default; docs/auto.md)",
+        help="fast: the base recipe and its submission; best: every stage the time allows (default; "
+        "docs/howto/auto.md)",
     )
     auto.add_argument("--out", default=None, help="folder for the submissions and auto.csv (default: submissions/)")
     auto.add_argument(

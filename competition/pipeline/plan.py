@@ -19,7 +19,8 @@ from competition.utils.errors import UserError
 
 PRESETS = ("fast", "best")
 CLUSTER_AUC = 0.8  # as splits.kinds.CLUSTER_AUC: the audio train-vs-test AUC from which the test rows count as shifted
-ES_FACTOR = 2.5  # early stopping trains ~2.5x the base recipe's epochs (measured: docs/shift.md, docs/benchmarks.md)
+# early stopping trains ~2.5x the base recipe's epochs (measured: docs/howto/shift.md, bench/results/benchmarks.md)
+ES_FACTOR = 2.5
 EVAL_OVERHEAD = 1.15  # per epoch: the validation pass, and the test logits at the end, over the training steps
 STAGE_OVERHEAD_S = 5.0  # per cv stage: starting worker processes, loading, scoring
 PSEUDO_TEST_SHARE = 0.8  # a pseudo-label round adds at most this share of the test rows to each fold's rows

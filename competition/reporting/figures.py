@@ -239,7 +239,7 @@ def render_html(report: dict) -> str:
         parts.append(
             "<p>A classifier that tells training rows from test rows, scored out of fold with duplicate rows kept on "
             "one side (cv saves it in the run). AUC near 0.5: the test rows look like the training rows, so "
-            "out-of-fold scores speak for the test; near 1: they differ (see docs/shift.md).</p>"
+            "out-of-fold scores speak for the test; near 1: they differ (see docs/howto/shift.md).</p>"
         )
         table = pd.DataFrame(
             {m: {"AUC": r["auc"], "fold spread": r["auc_std"], "rows": r["rows"]} for m, r in adv.items()}
