@@ -35,6 +35,7 @@ KEY_ROLES: dict[str, tuple[str, ...]] = {
     "models": ("run", "execution", "flag"),
     "device": ("run", "execution", "flag"),
     "workers": ("run", "execution", "flag"),
+    "batch_units": ("run",),
     "per_model": ("run",),
     "pseudo": ("run", "flag"),
     "pseudo_precision": ("run",),
@@ -111,6 +112,7 @@ class Config:
     modality_dropout: float = 0.0
     device: str = "auto"
     workers: int = 0
+    batch_units: str = "auto"
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def for_model(self, name: str) -> Config:
@@ -162,6 +164,7 @@ class Config:
             ),
             (self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda"),
             (self.workers >= 0, "workers must be >= 0"),
+            (self.batch_units in ("auto", "on", "off"), "batch_units must be auto, on or off"),
             (len(self.models) > 0, "models must name at least one model"),
             (len(set(self.models)) == len(self.models), "models must name each model once"),
         ]
@@ -246,6 +249,9 @@ KEY_DOCS: dict[str, str] = {
     "modality_dropout": "fusion models only: blank one modality's features for this share of training rows",
     "device": "`auto` (cuda when present), `cpu` or `cuda`",
     "workers": "parallel training processes; 0 = one per CPU core on cpu, 1 on cuda",
+    "batch_units": "train the units of a model (its folds and seeds) as one batched program: `on`, `off`, or `auto` "
+    "(only where measured faster: nowhere yet; on a GPU measure with `bench/gpu.sh`); batched units draw other "
+    "dropout masks, so their figures differ within fold-to-fold noise",
     "per_model": "recipe keys for one model of the run only: `[per_model.<model>]` tables, or "
     "`--set per_model.<model>.<key>=value`",
 }

@@ -24,6 +24,7 @@ from competition.store.loading import load_run
 from competition.store.predictions import write_prediction_files
 from competition.store.runs import add_to_run_config, split_fingerprint, unit_finished
 from competition.train import pseudo
+from competition.train.batched import fallback_lines
 from competition.train.executor import Executor, LocalExecutor, Units, plan_workers
 from competition.train.learner import resolve_device
 from competition.train.unit import CVJob
@@ -100,6 +101,9 @@ def run_cv(
             f"run {run_dir}: {len(cfg.models)} models x {cfg.folds} folds ({grouped}){_bagging(cfg)}, "
             f"{n_done} units already finished, {len(todo)} to train on {device if local else executor}"
         )
+    if todo and local and not quiet:
+        for line in fallback_lines(cfg, device):  # batch_units asked for a recipe the batched path cannot train
+            console.print(line)
     if todo:
         job = CVJob(comp, fold_of, cfg, run_dir, device, pseudo_rows)
         train_claimed(job, todo, executor, quiet, deadline, batch_seconds)

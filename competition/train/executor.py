@@ -1,5 +1,6 @@
 """Executor: how a cv run trains its claimed units: one by one in this process, or in parallel local processes
-(joblib's loky), each single-threaded on CPU; the Dask executor (``dask.py``) follows the same protocol."""
+(joblib's loky), each single-threaded on CPU, the units of a model batched into one task where ``batch_units``
+says so; the Dask executor (``dask.py``) follows the same protocol (unit by unit)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import threading
 from typing import Protocol
 
 from competition.config import Config
-from competition.train.progress import CVProgress, DirectSink, EpochEvent, NoProgress
+from competition.store.runs import UnitResult
+from competition.train.batched import batches, train_group
+from competition.train.progress import CVProgress, DirectSink, EpochEvent, EventSink, NoProgress
 from competition.train.unit import CVJob, planned_epochs, train_unit
 
 Units = list[tuple[str, int, int]]  # [(model, fold, seed)]: seed > 0 only with seed bagging
@@ -34,6 +37,31 @@ def plan_workers(cfg: Config, device: str, n_units: int) -> tuple[int, int]:
     return max(1, min(workers, n_units)), 1
 
 
+def plan_tasks(cfg: Config, device: str, todo: Units) -> list[tuple[bool, Units]]:
+    """The tasks that train ``todo``: (True, the units of one model) for a model whose units train batched, else
+    (False, [one unit]); in the order of ``todo`` (a batch where its model's first unit was)."""
+    tasks: list[tuple[bool, Units]] = []
+    groups: dict[str, Units] = {}
+    for unit in todo:
+        if not batches(cfg, unit[0], device):
+            tasks.append((False, [unit]))
+        elif unit[0] in groups:
+            groups[unit[0]].append(unit)
+        else:
+            groups[unit[0]] = [unit]
+            tasks.append((True, groups[unit[0]]))
+    return tasks
+
+
+def train_task(
+    job: CVJob, batched: bool, units: Units, threads: int, events: EventSink | None = None
+) -> list[UnitResult]:
+    """Train one task of ``plan_tasks`` and write its units' files; returns their results."""
+    if batched:
+        return train_group(job, units[0][0], [(k, s) for _, k, s in units], threads, events)
+    return [train_unit(job, m, k, threads, events, s) for m, k, s in units]
+
+
 class LocalExecutor:
     """Trains units on this machine: in this process when one worker is planned, else in loky processes."""
 
@@ -42,17 +70,19 @@ class LocalExecutor:
 
     def execute(self, job: CVJob, todo: Units, quiet: bool) -> None:
         cfg = job.cfg
-        workers, threads = plan_workers(cfg, job.device, len(todo))
+        tasks = plan_tasks(cfg, job.device, todo)
+        workers, threads = plan_workers(cfg, job.device, len(tasks))
         planned = {m: planned_epochs(cfg, m) for m in cfg.models}
         with CVProgress(sum(planned[u[0]] for u in todo), planned) if not quiet else NoProgress() as progress:
             if workers == 1:
-                for model, fold, seed in todo:
-                    progress.unit_trained(train_unit(job, model, fold, threads, DirectSink(progress), seed))
+                for batched, units in tasks:
+                    for result in train_task(job, batched, units, threads, DirectSink(progress)):
+                        progress.unit_trained(result)
                 return
-            _parallel(job, todo, workers, threads, progress)
+            _parallel(job, tasks, workers, threads, progress)
 
 
-def _parallel(job: CVJob, todo: Units, workers: int, threads: int, progress) -> None:
+def _parallel(job: CVJob, tasks: list[tuple[bool, Units]], workers: int, threads: int, progress) -> None:
     from multiprocessing.managers import SyncManager
 
     from joblib import Parallel, delayed, parallel_config
@@ -80,10 +110,11 @@ def _parallel(job: CVJob, todo: Units, workers: int, threads: int, progress) -> 
         drainer.start()
         try:
             results = Parallel(n_jobs=workers, return_as="generator_unordered")(
-                delayed(train_unit)(job, m, k, threads, events, s) for m, k, s in todo
+                delayed(train_task)(job, batched, units, threads, events) for batched, units in tasks
             )
-            for result in results:
-                progress.unit_trained(result)
+            for task_results in results:
+                for result in task_results:
+                    progress.unit_trained(result)
         finally:
             stop.set()
             drainer.join(timeout=2)

@@ -84,15 +84,20 @@ def fit_unit(
     learner.fit(*train, val=val, on_epoch=on_epoch, inner=inner)  # inner: positions among ``rows``
     test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
     check_finite(model, cfg, learner.epochs_, test)
-    checkpoint = {
+    state = {k: v.cpu() for k, v in learner.model_.state_dict().items()}
+    return learner, test, unit_checkpoint(model, cfg, state, scaler)
+
+
+def unit_checkpoint(model: str, cfg: Config, state_dict: dict, scaler) -> dict:
+    """A unit's checkpoint dict: the model, its resolved recipe, weights and the audio scaler it trained with."""
+    return {
         "model": model,
         "config": cfg.to_dict(),  # the resolved recipe this unit trained with (nanoGPT keeps it likewise)
         "hparams": model_kwargs(model, cfg),
-        "state_dict": {k: v.cpu() for k, v in learner.model_.state_dict().items()},
+        "state_dict": state_dict,
         "audio_mean": scaler.mean_,
         "audio_scale": scaler.scale_,
     }
-    return learner, test, checkpoint
 
 
 def train_unit(
@@ -100,7 +105,7 @@ def train_unit(
 ) -> UnitResult:
     """Train one model on one fold of ``job`` (with seed bagging, its seed ``seed`` of ``cfg.seeds``) and write
     its artifacts; returns the unit's scores and time."""
-    comp, cfg, run_dir = job.comp, job.cfg.for_model(model), job.run_dir  # the recipe with [per_model.<model>] keys
+    comp, cfg = job.comp, job.cfg.for_model(model)  # the recipe with [per_model.<model>] keys
     t0 = time.perf_counter()
     tr, va = np.flatnonzero(job.fold_of != fold), np.flatnonzero(job.fold_of == fold)
 
@@ -113,9 +118,19 @@ def train_unit(
     learner, test, checkpoint = fit_unit(comp, cfg, model, tr, rng_seed, job.device, threads, va, extra, on_epoch)
     oof = learner.val_logits_  # (n_val, 10), from the final epoch's validation pass
     seconds = time.perf_counter() - t0
-    write_text(history_path(run_dir, model, fold, seed), pd.DataFrame(learner.history_).to_csv(index=False))
+    return write_unit(job, model, fold, seed, learner.history_, oof, test, checkpoint, seconds)
+
+
+def write_unit(
+    job: CVJob, model: str, fold: int, seed: int, history: list[dict], oof: np.ndarray, test: np.ndarray,
+    checkpoint: dict, seconds: float,
+) -> UnitResult:  # fmt: skip
+    """Write a trained unit's files into the run folder (history, checkpoint, then the fold file, whose presence
+    marks the unit finished); returns its scores. ``oof`` (n_val, 10) are the fold's validation rows' logits."""
+    run_dir, va = job.run_dir, np.flatnonzero(job.fold_of == fold)
+    write_text(history_path(run_dir, model, fold, seed), pd.DataFrame(history).to_csv(index=False))
     write_torch(checkpoint_path(run_dir, model, fold, seed), checkpoint)
-    result = UnitResult(model, fold, **scores(comp.y[va], oof), seconds=seconds, epochs=learner.epochs_, seed=seed)
+    result = UnitResult(model, fold, **scores(job.comp.y[va], oof), seconds=seconds, epochs=len(history), seed=seed)
     # Written last: its presence marks the unit finished.
     write_npz(
         unit_path(run_dir, model, fold, seed), val_idx=va, oof_logits=oof, test_logits=test, result=result.to_json()
