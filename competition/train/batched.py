@@ -209,6 +209,7 @@ class UnitGroup:
                     n_rows = row_buf.sum(1)  # (K,)
                     loss_sum += loss.detach() * n_rows
                     correct += ((logits.argmax(-1) == tgt_buf) * row_buf).sum(1)
+            self.steps_ = opt.step[:, 0].long().tolist()  # the optimiser steps each unit has taken
             val = self.predict(self.val_rows, tta=epoch == cfg.epochs)  # TTA on the last epoch only, as Learner
             self.val_logits_ = val
             losses, right = loss_sum.cpu().numpy(), correct.cpu().numpy()
