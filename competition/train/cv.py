@@ -101,8 +101,11 @@ def run_cv(
             f"run {run_dir}: {len(cfg.models)} models x {cfg.folds} folds ({grouped}){_bagging(cfg)}, "
             f"{n_done} units already finished, {len(todo)} to train on {device if local else executor}"
         )
-    if todo and local and not quiet:
-        for line in fallback_lines(cfg, device):  # batch_units asked for a recipe the batched path cannot train
+    if todo and not quiet:  # batch_units asked for what the batched path cannot train
+        lines = fallback_lines(cfg, device) if local else []
+        if not local and cfg.batch_units == "on":
+            lines = [f"batch_units=on: {executor} trains unit by unit, not batched"]
+        for line in lines:
             console.print(line)
     if todo:
         job = CVJob(comp, fold_of, cfg, run_dir, device, pseudo_rows)
