@@ -4,13 +4,16 @@
 # cached split, each timed; then the batched run's out-of-fold macro-F1 checked against the sequential run's
 # (tolerance per model: max(TOL, 3 x the sequential run's fold-to-fold std of macro-F1), TOL=0.005 by default);
 # then `tune` trials timed (TRIALS trials of fusion on TRIAL_FOLDS folds each; tune trains unit by unit).
-# Every figure is printed; the exit status is 1 when a score is out of tolerance.
+# Every figure is printed; the exit status is 1 when a score is out of tolerance or a cv run did not finish. Each
+# cv run is stopped after CV_LIMIT seconds (190) and tune after TUNE_LIMIT (60; no new trial after half of it), so the
+# whole script stays under 8 minutes whatever the speed.
 #
 #   bash bench/gpu.sh                                    # on the GPU machine
 #   DEVICE=cpu FOLDS=2 EPOCHS=1 ROWS=300 TRIALS=1 bash bench/gpu.sh   # a quick dry run of the script on CPU
 #
 # Environment: DEVICE (cuda), DATA (data/wsd), FOLDS (5), EPOCHS (6), ROWS (0: all training rows; else the first
-# ROWS rows), TRIALS (3), TRIAL_FOLDS (2), TOL (0.005), W (a scratch folder, removed at the end).
+# ROWS rows), TRIALS (3), TRIAL_FOLDS (2), TOL (0.005), CV_LIMIT (190), TUNE_LIMIT
+# (60), W (a scratch folder, removed at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
@@ -21,6 +24,8 @@ ROWS=${ROWS:-0}
 TRIALS=${TRIALS:-3}
 TRIAL_FOLDS=${TRIAL_FOLDS:-2}
 TOL=${TOL:-0.005}
+CV_LIMIT=${CV_LIMIT:-190}
+TUNE_LIMIT=${TUNE_LIMIT:-60}
 W=${W:-$(mktemp -d)}
 trap 'rm -rf "$W"' EXIT
 export PYTHONUNBUFFERED=1
@@ -51,10 +56,16 @@ print('split cached')
 "
 
 declare -A wall
+status=0
 for mode in off on; do
   start=$(date +%s.%N)
-  $py run.py cv "${common[@]}" --set batch_units=$mode --run "batch-$mode"
+  rc=0
+  timeout "$CV_LIMIT" $py run.py cv "${common[@]}" --set batch_units=$mode --run "batch-$mode" || rc=$?
   wall[$mode]=$(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $start}")
+  if [ "$rc" != 0 ]; then
+    echo "cv batch_units=$mode: did not finish (exit $rc; 124 = stopped after CV_LIMIT=$CV_LIMIT s)"
+    status=1
+  fi
   echo "cv batch_units=$mode: ${wall[$mode]} s wall"
 done
 echo
@@ -64,7 +75,6 @@ echo "| sequential (batch_units=off) | ${wall[off]} |"
 echo "| batched (batch_units=on) | ${wall[on]} |"
 awk "BEGIN{printf \"batched speed-up of the whole cv: %.2fx\n\", ${wall[off]} / ${wall[on]}}"
 
-status=0
 $py - "$W/wd" "$TOL" <<'EOF' || status=1
 import json
 import sys
@@ -72,8 +82,11 @@ import sys
 import pandas as pd
 
 wd, tol = sys.argv[1], float(sys.argv[2])
-seq = json.load(open(f"{wd}/batch-off/summary.json"))
-bat = json.load(open(f"{wd}/batch-on/summary.json"))
+try:
+    seq = json.load(open(f"{wd}/batch-off/summary.json"))
+    bat = json.load(open(f"{wd}/batch-on/summary.json"))
+except FileNotFoundError as e:
+    sys.exit(f"OOF check: no scores to compare ({e.filename} missing: a cv run did not finish)")
 folds = {run: pd.read_csv(f"{wd}/batch-{run}/scores.csv") for run in ("off", "on")}
 print("\n| model | sequential OOF F1 | batched OOF F1 | difference | fold std | tolerance | seq s/unit | batched s/unit |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -92,9 +105,22 @@ sys.exit(0 if ok else 1)
 EOF
 
 start=$(date +%s.%N)
-$py run.py tune --data "$DATA" --workdir "$W/wd" --device "$DEVICE" --folds "$FOLDS" --epochs "$EPOCHS" \
-  --trials "$TRIALS" --trial-folds "$TRIAL_FOLDS" --study gpu-bench --out "$W/tuned.toml"
+rc=0
+timeout "$TUNE_LIMIT" $py run.py tune --data "$DATA" --workdir "$W/wd" --device "$DEVICE" --folds "$FOLDS" \
+  --epochs "$EPOCHS" --trials "$TRIALS" --trial-folds "$TRIAL_FOLDS" --timeout $((TUNE_LIMIT / 2)) \
+  --study gpu-bench --out "$W/tuned.toml" || rc=$?
 tune=$(awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $start}")
-awk "BEGIN{printf \"tune: %d trials x %d folds of fusion in %s s wall (%.1f s per trial)\n\", \
-$TRIALS, $TRIAL_FOLDS, $tune, $tune / $TRIALS}"
+[ "$rc" != 0 ] && echo "tune: exit $rc (124 = stopped after TUNE_LIMIT=$TUNE_LIMIT s)"
+$py - "$W/wd/tune/gpu-bench/study.journal" "$tune" "$TRIAL_FOLDS" <<'EOF' || true
+import sys
+
+import optuna
+
+storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(sys.argv[1]))
+study = optuna.load_study(study_name=None, storage=storage)
+done = [t for t in study.trials if t.state.is_finished()]
+secs = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
+print(f"tune: {len(done)} trials finished ({sum(t.state.name == 'PRUNED' for t in done)} pruned) of fusion on up to "
+      f"{sys.argv[3]} folds in {sys.argv[2]} s wall; per trial: " + ", ".join(f"{s:.1f} s" for s in secs))
+EOF
 exit $status
