@@ -90,20 +90,32 @@ def _log(p: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(p, _TINY))
 
 
-def _unreliable(cal_oof: np.ndarray, y: np.ndarray, members: MemberCalibration) -> str | None:
-    """Why the model cannot be trusted to estimate class proportions, or None."""
+def _unreliable(cal_oof: np.ndarray, y: np.ndarray) -> str | None:
+    """Why the blend cannot be trusted to estimate class proportions, or None."""
     f1 = macro_f1(y, cal_oof.argmax(axis=1))
     if f1 < MIN_F1_FOR_SHIFT:
         return f"the blend's out-of-fold macro-F1 {f1:.3f} is below {MIN_F1_FOR_SHIFT} (too weak to count classes)"
-    miss = max(
-        float(np.abs(em_priors(p, t) - t).max()) for p, t in zip(members.cal_oof, members.train_priors, strict=True)
-    )
-    if miss > SELF_CHECK:
-        return (
-            f"on its own out-of-fold rows, whose proportions are known, the estimate misses by {miss:.3f} "
-            f"(more than {SELF_CHECK})"
-        )
     return None
+
+
+def _reliable_members(cal: MemberCalibration) -> tuple[list[int], str]:
+    """The members trusted to estimate class proportions, and a note on those left out: a member whose
+    calibrated macro-F1 on its own rows is below ``MIN_F1_FOR_SHIFT``, or whose EM on those rows, whose
+    proportions are known, misses them by more than ``SELF_CHECK``."""
+    weak, missing, keep = 0, 0, []
+    for i, (p, y, t) in enumerate(zip(cal.cal_oof, cal.y, cal.train_priors, strict=True)):
+        if macro_f1(y, p.argmax(axis=1)) < MIN_F1_FOR_SHIFT:
+            weak += 1
+        elif np.abs(em_priors(p, t) - t).max() > SELF_CHECK:
+            missing += 1
+        else:
+            keep.append(i)
+    notes = [f"{weak} with macro-F1 below {MIN_F1_FOR_SHIFT} on their own rows"] if weak else []
+    if missing:
+        notes.append(f"{missing} whose estimate misses their own rows' known proportions by more than {SELF_CHECK}")
+    if not notes:
+        return keep, ""
+    return keep, f"{len(cal.y) - len(keep)} of {len(cal.y)} models left out of the estimate: " + "; ".join(notes)
 
 
 def decide(
@@ -133,11 +145,15 @@ def decide(
         if members is None:
             members = [Member(logp_oof, np.asarray(y), _log(test_probs))]
         calibrated = calibrate_members(members)  # each member like its own out-of-fold rows
-        shift, reason = None, _unreliable(cal_oof, y, calibrated)
+        keep, note = _reliable_members(calibrated)
+        shift, reason = None, _unreliable(cal_oof, y) or ("no model is left to estimate with" if not keep else None)
+        if note:
+            lines.append(f"label shift: {note}")
         if reason:
             lines.append(f"label shift not estimated: {reason}")
         else:
-            shift = detect_label_shift(calibrated.cal_test, train_priors, member_train_priors=calibrated.train_priors)
+            cal_members, member_train = calibrated.cal_test[keep], calibrated.train_priors[keep]
+            shift = detect_label_shift(cal_members, train_priors, member_train_priors=member_train)
             lines.append(shift.message)
         if shift is not None and shift.shifted:
             train, est = shift.train_priors, shift.test_priors

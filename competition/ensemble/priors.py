@@ -281,6 +281,7 @@ class MemberCalibration:
     temperatures: np.ndarray  # (S,)
     biases: np.ndarray  # (S, C)
     train_priors: np.ndarray  # (S, C) class proportions of the rows each calibration was fitted on
+    y: list[np.ndarray]  # member s's labels
     cal_oof: list[np.ndarray]  # member s's calibrated probabilities of its own labelled rows
     cal_test: np.ndarray  # (S, M, C) calibrated test probabilities of each member
 
@@ -296,7 +297,8 @@ def calibrate_members(members: list[Member]) -> MemberCalibration:
         priors.append(class_priors(m.y, n_classes))
         cal_oof.append(apply_bcts(m.logp_oof, temperature, bias))
         cal_test.append(apply_bcts(m.logp_test, temperature, bias))
-    return MemberCalibration(np.array(temps), np.array(biases), np.array(priors), cal_oof, np.array(cal_test))
+    labels = [np.asarray(m.y) for m in members]
+    return MemberCalibration(np.array(temps), np.array(biases), np.array(priors), labels, cal_oof, np.array(cal_test))
 
 
 def calibrated_label_shift(
