@@ -4,9 +4,11 @@ a prior shift is detected, corrected and scored re-weighted; the out-of-fold pro
 from __future__ import annotations
 
 import numpy as np
-from test_priors import SHIFTED, UNIFORM, C, gaussians, sample
+from scipy.special import softmax
+from test_priors import SHIFTED, UNIFORM, C, fold_models, gaussians, sample
 
 from competition.ensemble.decisions import decide
+from competition.ensemble.priors import fold_members
 from competition.metrics import macro_f1
 
 
@@ -52,3 +54,15 @@ def test_nested_offsets_decide_each_fold_without_its_labels():
     g = decide(biased, test, garbage, fold_of, label_shift="off")
     # fold 0's rows are decided by offsets fitted on folds 1-4 only, which did not change
     np.testing.assert_array_equal(d.oof_probs[fold_of == 0].argmax(1), g.oof_probs[fold_of == 0].argmax(1))
+
+
+def test_a_member_too_weak_to_count_classes_is_left_out_of_the_estimate():
+    oof, y, fold_of, test, _ = fold_models(SHIFTED)
+    rng = np.random.default_rng(0)
+    noise = {"m": oof, "weak": rng.normal(size=oof.shape)}  # a model that knows nothing: macro-F1 ~ 0.1
+    members = fold_members(noise, {"m": test, "weak": rng.normal(size=test.shape)}, y, fold_of)
+    oof_probs, test_probs = softmax(oof, axis=1), softmax(test, axis=2).mean(axis=0)
+    d = decide(oof_probs, test_probs, y, fold_of, offsets="off", members=members)
+    assert any("3 of 6 models left out" in line for line in d.lines), d.lines
+    assert d.shift.members == 3 and d.shift.shifted
+    assert np.abs(d.shift.test_priors - SHIFTED).max() < 0.03

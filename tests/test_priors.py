@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax, softmax
 
+from competition.ensemble.decisions import decide
 from competition.ensemble.priors import (
     EPS,
+    Member,
     apply_bcts,
     calibrated_label_shift,
     class_priors,
@@ -15,6 +17,7 @@ from competition.ensemble.priors import (
     detect_label_shift,
     em_priors,
     fit_bcts,
+    fold_members,
     nll,
     reweighted_macro_f1,
 )
@@ -104,7 +107,7 @@ def test_calibration_before_em_reduces_its_error():
     test, _ = sample(means, SHIFTED, 3000, UNIFORM, seed=7)
     extra = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0])  # miscalibrated towards classes 5, 6
     raw_est = em_priors(softmax(2.0 * test + extra, axis=1), UNIFORM)
-    shift, _ = calibrated_label_shift(2.0 * oof + extra, y, 2.0 * test + extra, n_boot=20)
+    shift, _ = calibrated_label_shift([Member(2.0 * oof + extra, y, 2.0 * test + extra)], UNIFORM, n_boot=20)
     calibrated_error = np.abs(shift.test_priors - SHIFTED).max()
     assert calibrated_error < 0.03
     assert calibrated_error < np.abs(raw_est - SHIFTED).max() / 2
@@ -128,3 +131,60 @@ def test_reweighted_oof_macro_f1_estimates_the_test_macro_f1():
     assert abs(estimate - actual) < 0.015
     assert abs(estimate - actual) < abs(oof_f1 - actual) / 2  # the plain out-of-fold score misleads more
     assert reweighted_macro_f1(y, oof.argmax(axis=1), train, train) == macro_f1(y, oof.argmax(axis=1))
+
+
+def fold_models(test_priors: np.ndarray, k: int = 3, seed: int = 14, n: int = 3000, n_test: int = 3000):
+    """A cv run of ``k`` fold models on balanced training rows and test rows drawn with ``test_priors``: fold
+    model j learned its own, slightly wrong, class means and is over-confident (logits x 2), as small models
+    of different folds are; its out-of-fold rows are fold j's. Returns (oof logits, y, fold_of, (k, M, C) test
+    logits, the test labels)."""
+    rng = np.random.default_rng(seed)
+    means = gaussians(seed, sep=1.5)
+    y = rng.choice(C, size=n, p=UNIFORM)
+    x = means[y] + rng.normal(size=(n, means.shape[1]))
+    y_test = rng.choice(C, size=n_test, p=test_priors)
+    x_test = means[y_test] + rng.normal(size=(n_test, means.shape[1]))
+    fold_of = np.arange(n) % k
+    oof, test = np.zeros((n, C)), np.zeros((k, n_test, C))
+
+    def logits(rows, learned):
+        return -1.0 * ((rows[:, None, :] - learned[None]) ** 2).sum(axis=2)  # 2 x the log-likelihood's scale
+
+    for j in range(k):
+        learned = means + rng.normal(scale=0.6, size=means.shape)
+        oof[fold_of == j] = logits(x[fold_of == j], learned)
+        test[j] = logits(x_test, learned)
+    return oof, y, fold_of, test, y_test
+
+
+def test_per_fold_members_recover_a_shifted_test_prior():
+    oof, y, fold_of, test, _ = fold_models(SHIFTED)
+    members = fold_members({"m": oof}, {"m": test}, y, fold_of)
+    assert len(members) == 3 and all(len(m.y) == 1000 for m in members)  # each fold model with its own rows
+    shift, cal = calibrated_label_shift(members, class_priors(y, C), n_boot=50)
+    assert shift.shifted and shift.members == 3, shift.message
+    assert np.abs(shift.test_priors - SHIFTED).max() < 0.03  # tolerance: 3 points of proportion on 3,000 rows
+    assert np.all(shift.lower <= shift.test_priors) and np.all(shift.test_priors <= shift.upper)
+    assert np.all(cal.temperatures > 1.3)  # each over-confident fold model is softened by its own calibration
+    # the fold models disagree, so their average is less confident than each: calibrated like one model's
+    # out-of-fold rows and estimated as one member, it misses by more
+    averaged = Member(oof, y, log_softmax(test, axis=2).mean(axis=0))
+    old, _ = calibrated_label_shift([averaged], class_priors(y, C), n_boot=10)
+    assert np.abs(shift.test_priors - SHIFTED).max() < np.abs(old.test_priors - SHIFTED).max() - 0.01
+
+
+def test_per_fold_members_find_no_shift_and_decide_changes_nothing():
+    oof, y, fold_of, test, _ = fold_models(UNIFORM, seed=12)
+    members = fold_members({"m": oof}, {"m": test}, y, fold_of)
+    shift, _ = calibrated_label_shift(members, class_priors(y, C), n_boot=50)
+    assert not shift.shifted, shift.message
+    assert np.abs(shift.test_priors - UNIFORM).max() < 0.02
+    oof_probs, test_probs = softmax(oof, axis=1), softmax(test, axis=2).mean(axis=0)
+    d = decide(oof_probs, test_probs, y, fold_of, offsets="off", members=members)
+    assert not d.changed and d.test_probs is test_probs  # the very array: the written CSV cannot move
+
+
+def test_refit_members_are_calibrated_on_every_row():
+    oof, y, fold_of, test, _ = fold_models(SHIFTED, k=3, seed=13)
+    members = fold_members({"m": oof}, {"m": test[:2]}, y, fold_of, refits=True)
+    assert len(members) == 2 and all(len(m.y) == len(y) for m in members)

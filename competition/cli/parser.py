@@ -115,9 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-shift",
         choices=["auto", "off"],
         default="off",
-        help="auto: estimate the test rows' class proportions (calibrated EM with a bootstrap interval) and correct "
-        "the test probabilities when they differ from the training proportions (default off: not yet reliable, "
-        "see docs/submit.md)",
+        help="auto: estimate the test rows' class proportions (EM per fold model, each calibrated on its own "
+        "out-of-fold rows, with a bootstrap interval) and correct the test probabilities when they differ from the "
+        "training proportions (default off: it pays for imbalanced training classes with a balanced test, and "
+        "costs a little macro-F1 when only the test's classes are imbalanced; see docs/howto/submit.md)",
     )
     submit.add_argument(
         "--offsets",

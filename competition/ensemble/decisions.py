@@ -2,10 +2,12 @@
 
 Two steps after the blend, each applied only when it pays:
 
-1. Label shift (``priors.py``): calibrate the blend on its out-of-fold rows (BCTS), estimate the test rows' class
-   proportions by EM with a bootstrap interval, and correct the test probabilities when the interval excludes
-   the training proportions. The out-of-fold score is then also reported re-weighted to the estimated test
-   proportions: the plain one describes rows with the training proportions, which the test does not have.
+1. Label shift (``priors.py``): estimate the test rows' class proportions by EM per member (each fold model of
+   each blended model, calibrated by BCTS fitted on that fold's own out-of-fold rows), averaged,
+   with a bootstrap interval; when the interval excludes the training proportions, correct the written test
+   probabilities (calibrated by BCTS fitted on every out-of-fold row) to the estimate. The out-of-fold score is
+   then also reported re-weighted to the estimated test proportions: the plain one describes rows with the
+   training proportions, which the test does not have.
 2. Macro-F1 offsets (``offsets.py``): per-class additive offsets on the log-probabilities, fitted on the
    out-of-fold rows and applied only when their nested gain (fold k's offsets fitted without fold k) is at
    least ``offsets.MIN_GAIN``. After a corrected shift they are fitted on the corrected out-of-fold
@@ -24,7 +26,10 @@ from scipy.special import softmax
 from competition.ensemble.offsets import OffsetDecision, decide_offsets
 from competition.ensemble.priors import (
     LabelShift,
+    Member,
+    MemberCalibration,
     apply_bcts,
+    calibrate_members,
     class_priors,
     correct_priors,
     detect_label_shift,
@@ -85,18 +90,32 @@ def _log(p: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(p, _TINY))
 
 
-def _unreliable(cal_oof: np.ndarray, y: np.ndarray, train_priors: np.ndarray) -> str | None:
-    """Why the model cannot be trusted to estimate class proportions, or None."""
+def _unreliable(cal_oof: np.ndarray, y: np.ndarray) -> str | None:
+    """Why the blend cannot be trusted to estimate class proportions, or None."""
     f1 = macro_f1(y, cal_oof.argmax(axis=1))
     if f1 < MIN_F1_FOR_SHIFT:
         return f"the blend's out-of-fold macro-F1 {f1:.3f} is below {MIN_F1_FOR_SHIFT} (too weak to count classes)"
-    miss = float(np.abs(em_priors(cal_oof, train_priors) - train_priors).max())
-    if miss > SELF_CHECK:
-        return (
-            f"on its own out-of-fold rows, whose proportions are known, the estimate misses by {miss:.3f} "
-            f"(more than {SELF_CHECK})"
-        )
     return None
+
+
+def _reliable_members(cal: MemberCalibration) -> tuple[list[int], str]:
+    """The members trusted to estimate class proportions, and a note on those left out: a member whose
+    calibrated macro-F1 on its own rows is below ``MIN_F1_FOR_SHIFT``, or whose EM on those rows, whose
+    proportions are known, misses them by more than ``SELF_CHECK``."""
+    weak, missing, keep = 0, 0, []
+    for i, (p, y, t) in enumerate(zip(cal.cal_oof, cal.y, cal.train_priors, strict=True)):
+        if macro_f1(y, p.argmax(axis=1)) < MIN_F1_FOR_SHIFT:
+            weak += 1
+        elif np.abs(em_priors(p, t) - t).max() > SELF_CHECK:
+            missing += 1
+        else:
+            keep.append(i)
+    notes = [f"{weak} with macro-F1 below {MIN_F1_FOR_SHIFT} on their own rows"] if weak else []
+    if missing:
+        notes.append(f"{missing} whose estimate misses their own rows' known proportions by more than {SELF_CHECK}")
+    if not notes:
+        return keep, ""
+    return keep, f"{len(cal.y) - len(keep)} of {len(cal.y)} models left out of the estimate: " + "; ".join(notes)
 
 
 def decide(
@@ -106,9 +125,12 @@ def decide(
     fold_of: np.ndarray,
     label_shift: str = "auto",
     offsets: str = "auto",
+    members: list[Member] | None = None,
 ) -> Decisions:
     """Run the label-shift and offset steps (each ``auto`` or ``off``) on a blend's honest out-of-fold
-    probabilities (N, 10) and its test probabilities (M, 10)."""
+    probabilities (N, 10) and its test probabilities (M, 10). ``members``: the models whose label-shift
+    estimates are averaged (``priors.fold_members``); without them the blend itself, calibrated on every
+    out-of-fold row, is the one member."""
     for name, mode in (("label_shift", label_shift), ("offsets", offsets)):
         if mode not in MODES:
             raise ValueError(f"unknown {name} mode {mode!r}")
@@ -120,11 +142,18 @@ def decide(
         cal_oof = apply_bcts(logp_oof, temperature, bias)
         cal_test = apply_bcts(_log(test_probs), temperature, bias)
         train_priors = class_priors(y, n_classes)
-        shift, reason = None, _unreliable(cal_oof, y, train_priors)
+        if members is None:
+            members = [Member(logp_oof, np.asarray(y), _log(test_probs))]
+        calibrated = calibrate_members(members)  # each member like its own out-of-fold rows
+        keep, note = _reliable_members(calibrated)
+        shift, reason = None, _unreliable(cal_oof, y) or ("no model is left to estimate with" if not keep else None)
+        if note:
+            lines.append(f"label shift: {note}")
         if reason:
             lines.append(f"label shift not estimated: {reason}")
         else:
-            shift = detect_label_shift(cal_test, train_priors)
+            cal_members, member_train = calibrated.cal_test[keep], calibrated.train_priors[keep]
+            shift = detect_label_shift(cal_members, train_priors, member_train_priors=member_train)
             lines.append(shift.message)
         if shift is not None and shift.shifted:
             train, est = shift.train_priors, shift.test_priors

@@ -9,9 +9,35 @@ The assumption is *label shift*: p(x | y) is the same on training and test rows,
    an over-confident model biases its prior estimate.
 2. Estimate: EM prior re-estimation (Saerens, Latinne and Decaestecker 2002) on the calibrated test
    probabilities, with a seeded bootstrap over the test rows for an interval.
+
+   Per member, not on the average. The written test probabilities average K fold models (or S full-data
+   refits); that average is less confident than any one model, while each out-of-fold row comes from one
+   model, so a calibration fitted out of fold and applied to the average leaves it under-confident, and EM
+   on under-confident posteriors overshoots the rare training classes (measured on the label-shift copies:
+   0.16-0.19 for a true 0.10). So the estimate is made per *member*: each model of the blend, per fold
+   (``fold_members``). Fold model k's test probabilities are calibrated with BCTS fitted on fold k's own
+   out-of-fold rows -- the rows that same model predicted, so calibration and test see one model -- and EM
+   runs against the class proportions of those rows; the estimate is the mean of the members' estimates
+   (``member_priors``). A full-data refit has no rows of its own: it is calibrated on every out-of-fold row.
+
+   Members are the blend's models, not the blend itself. The blend of each fold's models was measured too
+   (the equal and fitted blends' weights, or the stacker, applied to fold k's models alone): through the
+   stacker, whose inputs are out-of-fold log-probabilities of imbalanced rows, it missed the rare classes
+   by 0.12-0.18 on the imbalanced-training copies, where the per-model members missed by 0.04-0.05. The
+   proportions are a property of the test rows, which every calibrated model estimates; more members also
+   average out one model's calibration noise (a rare class has a handful of rows in one fold).
+
+   The interval (``prior_interval``) is a bootstrap of that mean: each resample draws test rows once and
+   gives the *same* rows to every member, runs EM per member and averages. The members predict the same
+   test rows, so their errors are strongly correlated; an interval per member (then averaged) would be
+   the interval of one member, and independent resamples per member would treat correlated estimates as
+   independent and make the interval too narrow. Resampling the rows jointly keeps the correlation and is
+   the interval of the quantity used. It covers the test rows' sampling noise only (not the noise of the
+   calibration fits).
 3. Decide: ``detect_label_shift`` calls it a shift only when the interval excludes a training proportion
    by a margin.
-4. Correct: multiply the posteriors by test/train prior ratios and renormalise (``correct_priors``).
+4. Correct: multiply the posteriors by test/train prior ratios and renormalise (``correct_priors``); what is
+   corrected is the written blend's test probabilities, calibrated by BCTS fitted on all its out-of-fold rows.
 
 ``reweighted_macro_f1`` scores out-of-fold predictions as if the classes had the estimated test
 proportions (weights test_prior[y] / train_prior[y]): a per-class recall does not move under label shift,
@@ -127,6 +153,39 @@ def em_priors(
     return priors
 
 
+def _members(probs: np.ndarray, train_priors: np.ndarray, member_train_priors: np.ndarray | None):
+    """``probs`` as (S, M, C) members and their (S, C) training priors: one (M, C) array is one member; each
+    member reflects ``train_priors`` unless ``member_train_priors`` says otherwise."""
+    probs = np.asarray(probs, dtype=np.float64)
+    members = probs[None] if probs.ndim == 2 else probs
+    if member_train_priors is None:
+        member_train_priors = np.broadcast_to(train_priors, (len(members), len(train_priors)))
+    member_train_priors = np.asarray(member_train_priors, dtype=np.float64)
+    if member_train_priors.shape != (len(members), members.shape[2]):
+        raise ValueError(f"member_train_priors {member_train_priors.shape} do not fit members {members.shape}")
+    return members, member_train_priors
+
+
+def member_priors(
+    members: np.ndarray,
+    member_train_priors: np.ndarray,
+    tol: float = 1e-6,
+    weights: np.ndarray | None = None,
+    init: np.ndarray | None = None,
+) -> np.ndarray:
+    """The mean of the members' EM estimates: ``members`` (S, M, C) calibrated test posteriors of S models
+    of the same test rows, member s reflecting ``member_train_priors[s]``; ``weights``: one row weighting
+    for every member; ``init`` (S, C): where each member's EM starts."""
+    starts = member_train_priors if init is None else init
+    return np.mean(
+        [
+            em_priors(p, t, tol=tol, weights=weights, init=i)
+            for p, t, i in zip(members, member_train_priors, starts, strict=True)
+        ],
+        axis=0,
+    )
+
+
 def prior_interval(
     probs: np.ndarray,
     train_priors: np.ndarray,
@@ -135,13 +194,18 @@ def prior_interval(
     seed: int = 0,
     tol: float = 1e-4,
     estimate: np.ndarray | None = None,
+    member_train_priors: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap (1 - alpha) interval of each EM prior, resampling the test rows with a seeded
-    generator. Resamples are drawn as multinomial counts (row weights), and each EM starts from the full
-    sample's ``estimate`` when given, which is where it converges near (fewer iterations)."""
+    """Percentile bootstrap (1 - alpha) interval of the EM prior estimate (the mean over members when
+    ``probs`` is (S, M, C)), resampling the test rows with a seeded generator; each resample gives the same
+    rows to every member. Resamples are drawn as multinomial counts (row weights), and each EM starts from
+    the full sample's ``estimate`` ((C,) or one per member (S, C)) when given, near where it converges."""
+    members, member_train = _members(probs, train_priors, member_train_priors)
+    init = None if estimate is None else np.broadcast_to(estimate, member_train.shape)
+    n_rows = members.shape[1]
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(len(probs), np.full(len(probs), 1.0 / len(probs)), size=n_boot)
-    boots = np.array([em_priors(probs, train_priors, tol=tol, weights=c, init=estimate) for c in counts])
+    counts = rng.multinomial(n_rows, np.full(n_rows, 1.0 / n_rows), size=n_boot)
+    boots = np.array([member_priors(members, member_train, tol=tol, weights=c, init=init) for c in counts])
     lower, upper = np.quantile(boots, [alpha / 2, 1 - alpha / 2], axis=0)
     return lower, upper
 
@@ -154,11 +218,12 @@ class LabelShift:
     """The label-shift decision: priors, their bootstrap interval, and whether to correct."""
 
     train_priors: np.ndarray  # (C,) class proportions of the labelled (out-of-fold) rows
-    test_priors: np.ndarray  # (C,) EM estimate on the test rows
+    test_priors: np.ndarray  # (C,) EM estimate on the test rows (mean over the members)
     lower: np.ndarray  # (C,) bootstrap interval of test_priors
     upper: np.ndarray
     shifted: bool  # the interval clears a training proportion by the margin for at least one class
     message: str  # one line for a report
+    members: int = 1  # how many models' estimates were averaged
 
     def correct(self, probs: np.ndarray) -> np.ndarray:
         """The test probabilities corrected to the estimated priors, or unchanged when there is no shift."""
@@ -172,35 +237,96 @@ def detect_label_shift(
     n_boot: int = N_BOOT,
     alpha: float = 0.05,
     seed: int = 0,
+    member_train_priors: np.ndarray | None = None,
 ) -> LabelShift:
-    """EM estimate of the test priors from calibrated test probabilities, its bootstrap interval, and the
-    decision: shifted when, for some class, the interval lies more than ``margin`` above or below the
-    training proportion."""
+    """EM estimate of the test priors from calibrated test probabilities -- (M, C), or (S, M, C) for S
+    members whose estimates are averaged, member s reflecting ``member_train_priors[s]`` (default
+    ``train_priors``) -- its bootstrap interval, and the decision: shifted when, for some class, the
+    interval lies more than ``margin`` above or below the training proportion ``train_priors``."""
     train_priors = np.asarray(train_priors, dtype=np.float64)
-    est = em_priors(probs_test, train_priors)
-    lower, upper = prior_interval(probs_test, train_priors, n_boot, alpha, seed, estimate=est)
+    members, member_train = _members(probs_test, train_priors, member_train_priors)
+    per_member = np.array([em_priors(p, t) for p, t in zip(members, member_train, strict=True)])
+    est = per_member.mean(axis=0)
+    lower, upper = prior_interval(
+        members, train_priors, n_boot, alpha, seed, estimate=per_member, member_train_priors=member_train
+    )
     away = np.maximum(lower - train_priors, train_priors - upper)  # > 0: the interval excludes train
     shifted = bool(np.any(away > margin))
     worst = int(np.argmax(np.abs(est - train_priors)))
+    over = f" (mean of {len(members)} models' estimates)" if len(members) > 1 else ""
     message = (
         f"label shift {'detected' if shifted else 'not detected'}: largest move class {worst} "
-        f"{train_priors[worst]:.3f} -> {est[worst]:.3f} "
+        f"{train_priors[worst]:.3f} -> {est[worst]:.3f}{over} "
         f"({100 * (1 - alpha):.0f}% interval {lower[worst]:.3f}-{upper[worst]:.3f}, margin {margin:g}); "
         f"{'correcting' if shifted else 'no correction'}"
     )
-    return LabelShift(train_priors, est, lower, upper, shifted, message)
+    return LabelShift(train_priors, est, lower, upper, shifted, message, len(members))
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model that predicts the test rows, and the labelled rows its calibration is fitted on: for fold
+    model k of a cv run, its out-of-fold rows (fold k's validation rows, which that very model predicted);
+    for a full-data refit, every out-of-fold row of its model."""
+
+    logp_oof: np.ndarray  # (n, C) log-probabilities (or logits) of the labelled rows
+    y: np.ndarray  # (n,) their labels
+    logp_test: np.ndarray  # (M, C) log-probabilities (or logits) of the test rows
+
+
+@dataclass(frozen=True)
+class MemberCalibration:
+    """Each member's BCTS calibration and what it gives."""
+
+    temperatures: np.ndarray  # (S,)
+    biases: np.ndarray  # (S, C)
+    train_priors: np.ndarray  # (S, C) class proportions of the rows each calibration was fitted on
+    y: list[np.ndarray]  # member s's labels
+    cal_oof: list[np.ndarray]  # member s's calibrated probabilities of its own labelled rows
+    cal_test: np.ndarray  # (S, M, C) calibrated test probabilities of each member
+
+
+def calibrate_members(members: list[Member]) -> MemberCalibration:
+    """BCTS per member, fitted on its own labelled rows and applied to its test rows."""
+    n_classes = members[0].logp_test.shape[1]
+    temps, biases, priors, cal_oof, cal_test = [], [], [], [], []
+    for m in members:
+        temperature, bias = fit_bcts(m.logp_oof, m.y)
+        temps.append(temperature)
+        biases.append(bias)
+        priors.append(class_priors(m.y, n_classes))
+        cal_oof.append(apply_bcts(m.logp_oof, temperature, bias))
+        cal_test.append(apply_bcts(m.logp_test, temperature, bias))
+    labels = [np.asarray(m.y) for m in members]
+    return MemberCalibration(np.array(temps), np.array(biases), np.array(priors), labels, cal_oof, np.array(cal_test))
 
 
 def calibrated_label_shift(
-    logp_oof: np.ndarray, y: np.ndarray, logp_test: np.ndarray, **kwargs
-) -> tuple[LabelShift, np.ndarray]:
-    """The whole chain on a blend: BCTS fitted on the out-of-fold rows, applied to the test rows, then
-    ``detect_label_shift`` (kwargs go to it). Returns the decision and the calibrated test probabilities
-    (not yet corrected: call ``decision.correct`` on them)."""
-    temperature, bias = fit_bcts(logp_oof, y)
-    probs_test = apply_bcts(logp_test, temperature, bias)
-    train_priors = class_priors(y, probs_test.shape[1])
-    return detect_label_shift(probs_test, train_priors, **kwargs), probs_test
+    members: list[Member], train_priors: np.ndarray, **kwargs
+) -> tuple[LabelShift, MemberCalibration]:
+    """The whole estimate: ``calibrate_members``, then ``detect_label_shift`` on the calibrated members (each
+    reflecting the proportions of its own rows), decided against ``train_priors`` (kwargs go to it). Returns
+    the decision and the calibrations."""
+    cal = calibrate_members(members)
+    shift = detect_label_shift(cal.cal_test, train_priors, member_train_priors=cal.train_priors, **kwargs)
+    return shift, cal
+
+
+def fold_members(
+    oof: dict[str, np.ndarray], test: dict[str, np.ndarray], y: np.ndarray, fold_of: np.ndarray, refits: bool = False
+) -> list[Member]:
+    """The members of a set of cv-run models: ``oof`` {model: (N, C) out-of-fold logits}, ``test`` {model:
+    (S, M, C) test logits}. Fold models (S = the number of folds, stacked in the folds' sorted order) are
+    each paired with their own fold's rows; full-data refits (``refits``) with every row."""
+    folds = np.unique(fold_of)
+    out = []
+    for m, logits in oof.items():
+        if not refits and len(test[m]) != len(folds):
+            raise ValueError(f"{m}: {len(test[m])} test predictors for {len(folds)} folds")
+        for s, logits_test in enumerate(test[m]):
+            rows = np.ones(len(y), dtype=bool) if refits else fold_of == folds[s]
+            out.append(Member(_as_logp(logits[rows]), np.asarray(y)[rows], _as_logp(logits_test)))
+    return out
 
 
 # ---- 4. score under the test priors -------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from competition.ensemble.blend import (
 )
 from competition.ensemble.consensus import ConsensusReport, decide_consensus, joint_groups
 from competition.ensemble.decisions import Decisions, decide
+from competition.ensemble.priors import fold_members
 from competition.ensemble.stack import MIN_FOLDS
 from competition.store.loading import Run
 from competition.submission.files import check_replaceable, write_submission
@@ -165,7 +166,8 @@ def make_submission(
         seconds["stack"] = stack.details["seconds"]  # part of the blend's time
     c = result.chosen
     t0 = time.perf_counter()
-    decisions = decide(c.oof_probs, result.test_probs, comp.y, runs[0].fold_of, label_shift, offsets)
+    members = None if label_shift == "off" else fold_members(oof, test, comp.y, runs[0].fold_of, refits=full)
+    decisions = decide(c.oof_probs, result.test_probs, comp.y, runs[0].fold_of, label_shift, offsets, members)
     seconds["decisions"] = round(time.perf_counter() - t0, 1)
     for line in decisions.lines:
         console.print(line)
