@@ -51,7 +51,7 @@ EXECUTION_KEYS = _keys_with("execution")
 FLAG_KEYS = _keys_with("flag")
 NOT_TUNABLE = RUN_KEYS  # a search may not change the split every trial shares, nor execution
 # The share-of-rows keys of the augmentations (see Config).
-CLASS_WEIGHTS = ("none", "balanced")  # the loss's per-class weights
+CLASS_WEIGHTS = ("auto", "none", "balanced")  # the loss's per-class weights
 MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds 0..2**32-1
 AUGMENT_P_KEYS = (
     "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p",
@@ -80,7 +80,7 @@ class Config:
     patience: int = 3
     inner_share: float = 0.1
     label_smoothing: float = 0.0
-    class_weight: str = "none"
+    class_weight: str = "auto"
     shift: int = 0
     shift_p: float = 1.0
     rotate: float = 0.0
@@ -217,7 +217,8 @@ KEY_DOCS: dict[str, str] = {
     "inner_share": "with `early_stop`: share of a fold's training rows held out (grouped by duplicates) as the inner "
     "split",
     "label_smoothing": "label smoothing of the cross-entropy loss",
-    "class_weight": "none, or balanced: each class's loss weighted by N / (10 x its rows) (imbalanced classes)",
+    "class_weight": "`balanced`: each class's loss weighted by N / (10 x its rows); `none`; `auto`: balanced when the "
+    "largest class of the rows trained on has at least twice the rows of the smallest, else none",
     "shift": "translate training images by up to this many pixels (0 = off)",
     "shift_p": "share of training rows `shift` applies to",
     "rotate": "rotate training images by up to this many degrees (0 = off)",

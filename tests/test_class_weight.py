@@ -1,4 +1,5 @@
-"""``class_weight``: the loss weighs each class by N / (10 x its rows) when ``balanced``; ``none`` is the plain loss."""
+"""``class_weight``: the loss weighs each class by N / (10 x its rows) when ``balanced``; ``none`` is the plain loss;
+``auto`` (the default) is balanced only on clearly imbalanced rows."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def test_balanced_weights_make_every_class_weigh_the_same():
     per_class = w * np.bincount(y)  # each class's total weight in the loss
     np.testing.assert_allclose(per_class, per_class[0], rtol=1e-6)
     assert class_weights(y, "none", "cpu") is None
-    with pytest.raises(UserError, match="class_weight must be one of none, balanced"):
+    with pytest.raises(UserError, match="class_weight must be one of auto, none, balanced"):
         load_config(None, {"class_weight": "inverse"})
 
 
@@ -40,3 +41,15 @@ def test_the_loss_receives_the_weights_only_when_asked(monkeypatch):
         Learner("image", cfg, seed=0).fit(img, aud, y)
         assert seen and all((w is None) == (kind == "none") for w in seen)
     assert torch.isclose(seen[0][0] * 13, seen[0][1] * 3)  # the common class weighs as much as a rare one
+
+
+def test_auto_weighs_only_clearly_imbalanced_classes():
+    assert load_config(None, {}).class_weight == "auto"
+    imbalanced = np.repeat(np.arange(10), [18, 20, 30, 40, 60, 80, 100, 120, 150, 180])
+    balanced = class_weights(imbalanced, "balanced", "cpu")
+    np.testing.assert_array_equal(class_weights(imbalanced, "auto", "cpu"), balanced)
+    # a balanced competition's folds: classes within a few percent (and up to 1.9x) train unweighted, as before
+    near = np.repeat(np.arange(10), [95, 100, 104, 98, 101, 99, 97, 103, 100, 102])
+    assert class_weights(near, "auto", "cpu") is None
+    assert class_weights(np.repeat(np.arange(10), [100] * 9 + [190]), "auto", "cpu") is None
+    assert class_weights(np.repeat(np.arange(10), [100] * 9 + [200]), "auto", "cpu") is not None

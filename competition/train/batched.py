@@ -23,7 +23,7 @@ from competition.metrics import scores
 from competition.models import create_model
 from competition.store.runs import UnitResult
 from competition.train.augment import augment_batch, tta_views
-from competition.train.learner import check_finite, model_kwargs, seed_everything
+from competition.train.learner import check_finite, class_weights, model_kwargs, seed_everything
 from competition.train.progress import EpochEvent, EventSink
 from competition.train.stacked_adam import StackedAdam
 from competition.train.unit import CVJob, planned_epochs, unit_checkpoint, unit_seed, write_unit
@@ -163,11 +163,10 @@ class UnitGroup:
         steps = [-(-len(tr) // bs) for tr in self.train_rows]
         tables = [schedule_table(cfg, s) for s in steps]
         weight = torch.ones(k_units, N_CLASSES, device=dev)  # (K, 10)
-        if cfg.class_weight == "balanced":  # over each unit's training rows, as Learner.fit
-            for k, tr in enumerate(self.train_rows):
-                y = self.target[k, tr].cpu().numpy()
-                counts = np.bincount(y, minlength=N_CLASSES).astype(np.float64)
-                weight[k] = torch.as_tensor(len(y) / (N_CLASSES * np.maximum(counts, 1.0)), device=dev)
+        for k, tr in enumerate(self.train_rows):  # over each unit's training rows, as Learner.fit
+            w = class_weights(self.target[k, tr].cpu().numpy(), cfg.class_weight, dev)
+            if w is not None:
+                weight[k] = w
         opt = StackedAdam.like(self.flat, cfg.weight_decay)
         leaves = list(self.params.values())
         img_buf = torch.zeros(k_units, bs, self.image.shape[1], device=dev)  # (K, B, 784)
