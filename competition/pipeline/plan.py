@@ -19,13 +19,15 @@ from competition.utils.errors import UserError
 
 PRESETS = ("fast", "best")
 CLUSTER_AUC = 0.8  # as splits.kinds.CLUSTER_AUC: the audio train-vs-test AUC from which the test rows count as shifted
-# early stopping trains ~2.5x the base recipe's epochs (measured: docs/howto/shift.md, bench/results/benchmarks.md)
-ES_FACTOR = 2.5
+# Early stopping trains more epochs than the base recipe, and the more the fewer rows a fold has (fewer steps per
+# epoch): measured 2.5x on the shipped data (12,000 rows; docs/howto/shift.md, bench/results/benchmarks.md), 4.0x
+# on a 1,689-row testbed and ~4.5x on a 1,000-row copy (bench/results/auto.md): 2.5 x (12,000 / rows) ^ 0.24.
+ES_FACTOR, ES_ROWS, ES_EXPONENT = 2.5, 12_000, 0.24
 EVAL_OVERHEAD = 1.15  # per epoch: the validation pass, and the test logits at the end, over the training steps
 STAGE_OVERHEAD_S = 5.0  # per cv stage: starting worker processes, loading, scoring
 PSEUDO_TEST_SHARE = 0.8  # a pseudo-label round adds at most this share of the test rows to each fold's rows
-SUBMIT_BASE_S = 3.0  # a submission: loading, consensus grouping, writing
-SUBMIT_S_PER_ROW_MODEL = 4e-4  # a submission's blends and their nested scores, per training row and blended model
+SUBMIT_BASE_S = 6.0  # a submission: loading, consensus grouping, writing
+SUBMIT_S_PER_ROW_MODEL = 8e-4  # a submission's blends and their nested scores, per training row and blended model
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,12 @@ def cv_seconds(p: Profile, speeds: Speeds, epoch_factor: float = 1.0, extra_rows
     return STAGE_OVERHEAD_S + max(total / max(1, p.workers), longest), longest
 
 
+def es_factor(p: Profile) -> float:
+    """Early stopping's epochs over the base recipe's for this data (at least 1.5x, at most ``max_epochs``)."""
+    factor = ES_FACTOR * (ES_ROWS / max(1, p.n_train)) ** ES_EXPONENT
+    return min(max(factor, 1.5), p.max_epochs / max(1, p.epochs))
+
+
 def submit_seconds(p: Profile, n_models: int) -> float:
     return SUBMIT_BASE_S + SUBMIT_S_PER_ROW_MODEL * p.n_train * n_models
 
@@ -161,7 +169,7 @@ class Context:
 class Lever:
     name: str  # the cv run's (and its submission's) name
     overrides: dict[str, Any]
-    epoch_factor: float  # epochs relative to the base recipe (early stopping: ES_FACTOR)
+    epoch_factor: Callable[[Profile], float]  # epochs relative to the base recipe, for this data
     pseudo: bool  # trains a pseudo-label round on the last chosen run's submission
     want: Callable[[Profile, Context], tuple[bool, str]]
 
@@ -178,7 +186,7 @@ def _want_base(p: Profile, ctx: Context) -> tuple[bool, str]:
 
 def _want_es(p: Profile, ctx: Context) -> tuple[bool, str]:
     if ctx.preset == "fast":
-        return False, f"preset fast: early stopping trains ~{ES_FACTOR}x the epochs"
+        return False, f"preset fast: early stopping trains ~{es_factor(p):.1f}x the epochs"
     if p.shifted:
         return True, f"early stopping: shifted test rows (audio AUC {_auc(p)} >= 0.8), where it gained most"
     return True, "early stopping: a second recipe for the final blend (preset best, the time allows it)"
@@ -198,9 +206,9 @@ def _want_pseudo(p: Profile, ctx: Context) -> tuple[bool, str]:
 
 
 LEVERS: tuple[Lever, ...] = (
-    Lever("auto-base", {}, 1.0, False, _want_base),
-    Lever("auto-es", {"early_stop": True}, ES_FACTOR, False, _want_es),
-    Lever("auto-pseudo", {}, 1.0, True, _want_pseudo),
+    Lever("auto-base", {}, lambda p: 1.0, False, _want_base),
+    Lever("auto-es", {"early_stop": True}, es_factor, False, _want_es),
+    Lever("auto-pseudo", {}, lambda p: 1.0, True, _want_pseudo),
 )
 BLEND = "auto-blend"
 
@@ -223,11 +231,11 @@ def make_plan(profile: Profile, speeds: Speeds, limit: float, preset: str, lever
 
     def price(lever: Lever) -> tuple[float, float, dict[str, Any], str]:
         """(cv seconds incl. its submission, longest unit, overrides, pseudo source) of ``lever`` now."""
-        overrides, factor, source, extra = dict(lever.overrides), lever.epoch_factor, "", 0.0
+        overrides, factor, source, extra = dict(lever.overrides), lever.epoch_factor(profile), "", 0.0
         if lever.pseudo and chosen:
             src = chosen[-1]
             overrides = {**src.overrides, **overrides}  # the source's recipe, one round further
-            factor = max(factor, ES_FACTOR if src.overrides.get("early_stop") else 1.0)
+            factor = max(factor, es_factor(profile) if src.overrides.get("early_stop") else 1.0)
             source, extra = src.name, PSEUDO_TEST_SHARE * profile.n_test
         seconds, unit = cv_seconds(profile, speeds, factor, extra)
         return seconds + submit_seconds(profile, len(profile.models)), unit, overrides, source
