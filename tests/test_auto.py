@@ -201,7 +201,8 @@ def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeyp
     assert status[("cv", "auto-pseudo")] == ("done", "resumed: 1 unit(s) were finished earlier")
     assert status[("submit", BLEND)][0] == "done"
     auto = json.loads(res.path.with_suffix(".json").read_text())["auto"]
-    assert auto["source_submission"] == BLEND and auto["runs_used"] == ["auto-base", "auto-es", "auto-pseudo"]
+    assert auto["source_submission"] == BLEND and auto["runs_used"] == ["auto-es", "auto-pseudo"]  # from the source on
+    assert "without auto-base (before the pseudo-label round's source)" in status[("submit", BLEND)][1]
     assert "pseudo-labelled" in auto["estimate"]
 
 
@@ -221,13 +222,13 @@ def test_a_later_stage_priced_at_the_measured_pace_is_not_started(tmp_path):
 def test_each_cv_stage_sets_the_pace_of_the_next(tiny_data, tmp_path, monkeypatch):
     paces = []
 
-    def fake_stage(stage, *args, pace=1.0):
+    def fake_stage(stage, pace):
         paces.append((stage.kind, stage.name, pace))
         if stage.kind == "cv" and stage.chosen:  # every cv stage takes 3x its plan
             return auto_run.StageOutcome(stage, "done", "", 3 * stage.seconds, stage.seconds)
         return auto_run.StageOutcome(stage, "skipped")
 
-    monkeypatch.setattr(auto_run, "_run_stage", lambda st, *a: fake_stage(st, *a[:-1], pace=a[-1]))
+    monkeypatch.setattr(auto_run, "_run_stage", lambda st, *a: fake_stage(st, pace=a[-2]))
     tiny_auto(tiny_data, tmp_path, 300, preset="best")
     assert paces[0] == ("cv", "auto-base", 1.0) and paces[1] == ("submit", "auto-base", 3.0)
     assert all(p == 3.0 for _, _, p in paces[1:])
@@ -252,3 +253,12 @@ def test_the_final_blend_blends_the_runs_that_finished(tmp_path, monkeypatch):
     # one run finished: its own submission is the final one, no blend of one
     o = auto_run._run_stage(stage, None, None, tmp_path, tmp_path, None, time.time() + 60, {"cv:auto-base"}, True)
     assert o.status == "not started" and "auto-es, auto-pseudo" in o.note
+
+
+def test_with_a_pseudo_round_the_blend_starts_at_its_source():
+    from competition.pipeline.run import blend_runs
+
+    sources = {"auto-pseudo": "auto-es"}
+    assert blend_runs(["auto-base", "auto-es", "auto-pseudo"], sources) == ["auto-es", "auto-pseudo"]
+    assert blend_runs(["auto-base", "auto-es"], sources) == ["auto-base", "auto-es"]  # the round did not finish
+    assert blend_runs(["auto-base", "auto-pseudo"], {"auto-pseudo": "auto-base"}) == ["auto-base", "auto-pseudo"]
