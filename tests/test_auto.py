@@ -41,12 +41,12 @@ def test_best_on_shifted_data_plans_the_base_early_stopping_a_pseudo_round_and_t
     assert cv["auto-pseudo"].overrides["early_stop"] is True  # one round further on the source's recipe
     assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es", "auto-pseudo")
     assert plan.seconds <= 3600
-    # the time factor: early stopping's epochs for this size (~2.1x at 24,000 rows), the pseudo round more (its
-    # extra rows); the fewer the rows, the more epochs early stopping trains (4x at 1,689 rows, as measured)
+    # the time factor: early stopping's epochs for this size (~2.2x at 24,000 rows), the pseudo round more (its
+    # extra rows); the fewer the rows, the more epochs early stopping trains (3x and 4x measured at ~1,700 rows)
     ratio = cv["auto-es"].seconds / cv["auto-base"].seconds
     assert abs(ratio - es_factor(profile(True))) < 0.1 and 2.0 < ratio < 2.3
     assert cv["auto-pseudo"].seconds > cv["auto-es"].seconds
-    assert 3.8 < es_factor(profile(True, n_train=1689)) < 4.2 and es_factor(profile(True, n_train=10**7)) == 1.5
+    assert 3.5 < es_factor(profile(True, n_train=1689)) < 3.9 and es_factor(profile(True, n_train=10**7)) == 1.5
     assert es_factor(profile(True, n_train=10, max_epochs=12)) == 2.0  # at most max_epochs
 
 

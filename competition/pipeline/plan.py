@@ -21,8 +21,8 @@ PRESETS = ("fast", "best")
 CLUSTER_AUC = 0.8  # as splits.kinds.CLUSTER_AUC: the audio train-vs-test AUC from which the test rows count as shifted
 # Early stopping trains more epochs than the base recipe, and the more the fewer rows a fold has (fewer steps per
 # epoch): measured 2.5x on the shipped data (12,000 rows; docs/howto/shift.md, bench/results/benchmarks.md), 4.0x
-# on a 1,689-row testbed and ~4.5x on a 1,000-row copy (bench/results/auto.md): 2.5 x (12,000 / rows) ^ 0.24.
-ES_FACTOR, ES_ROWS, ES_EXPONENT = 2.5, 12_000, 0.24
+# and 3.0x on two new-speaker testbeds of 1,689 and 1,765 rows (bench/results/auto.md): 2.5 x (12,000 / rows) ^ 0.2.
+ES_FACTOR, ES_ROWS, ES_EXPONENT = 2.5, 12_000, 0.2
 EVAL_OVERHEAD = 1.15  # per epoch: the validation pass, and the test logits at the end, over the training steps
 STAGE_OVERHEAD_S = 5.0  # per cv stage: starting worker processes, loading, scoring
 PSEUDO_TEST_SHARE = 0.8  # a pseudo-label round adds at most this share of the test rows to each fold's rows
