@@ -45,10 +45,15 @@ def add_cv_flags(p: argparse.ArgumentParser) -> None:
         help="add each fold's confident test rows, labelled by this submission's fold models, to its training rows "
         "(a name in submissions/ or its .csv/.json; docs/howto/shift.md)",
     )
+    add_cluster_flags(p, "units")
+
+
+def add_cluster_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """--scheduler and --artifacts: train ``what`` (units, stages) on a Dask cluster."""
     p.add_argument(
         "--scheduler",
         default=None,
-        help="train the units on this Dask cluster, e.g. tcp://HOST:8786 (docs/howto/cluster-gpu.md)",
+        help=f"train the {what} on this Dask cluster, e.g. tcp://HOST:8786 (docs/howto/cluster-gpu.md)",
     )
     p.add_argument(
         "--artifacts",
@@ -168,17 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "docs/howto/auto.md)",
     )
     auto.add_argument("--out", default=None, help="folder for the submissions and auto.csv (default: submissions/)")
-    auto.add_argument(
-        "--scheduler",
-        default=None,
-        help="train the stages on this Dask cluster, e.g. tcp://HOST:8786 (docs/cluster.md)",
-    )
-    auto.add_argument(
-        "--artifacts",
-        choices=["client", "shared"],
-        default="client",
-        help="with --scheduler: as in cv (docs/cluster.md)",
-    )
+    add_cluster_flags(auto, "stages")
     runs = sub.add_parser("runs", help="leaderboard of the workdir's cv runs, tune studies and submissions")
     runs.add_argument("--workdir", default=None, help="artifact folder holding the runs (default: folds/)")
     runs.add_argument("--submissions", default=None, help="folder of the submissions (default: submissions/)")

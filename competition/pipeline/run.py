@@ -24,12 +24,14 @@ from competition.pipeline.plan import Plan, Stage, duration, make_plan
 from competition.pipeline.probe import measure_profile, probe_speeds
 from competition.store.atomic import check_writable, write_bytes, write_json
 from competition.store.loading import load_runs
+from competition.store.readers import read_manifest
 from competition.store.runs import unit_finished
 from competition.submission.submit import make_submission
 from competition.train.cv import DeadlineReached, run_cv
 from competition.train.executor import Executor, LocalExecutor, plan_workers
 from competition.train.learner import resolve_device
 from competition.utils.console import console
+from competition.utils.errors import UserError
 
 AUTO = "auto"  # auto.csv, auto.probs.npz, auto.json
 RESERVE_S = 2.0  # kept back from the plan for writing auto.csv and its manifest
@@ -208,8 +210,8 @@ def _written_from(out: Path, name: str) -> list[str] | None:
     if not ((out / f"{name}.json").is_file() and (out / f"{name}.csv").is_file()):
         return None
     try:
-        return [r["name"] for r in json.loads((out / f"{name}.json").read_text())["runs"]]
-    except (OSError, ValueError, KeyError, TypeError):
+        return [r["name"] for r in read_manifest(out / f"{name}.json")["runs"]]
+    except UserError:
         return None  # damaged: written again
 
 

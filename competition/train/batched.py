@@ -52,19 +52,21 @@ def unsupported(cfg: Config, model: str) -> str | None:
     return f"{', '.join(found)} not supported by the batched path" if found else None
 
 
+def _wanted(cfg: Config, model: str, device: str) -> bool:
+    """``batch_units`` asks for ``model``'s units batched: on, or auto where measured faster."""
+    return cfg.batch_units == "on" or (cfg.batch_units == "auto" and model in MEASURED_FASTER.get(device, ()))
+
+
 def batches(cfg: Config, model: str, device: str) -> bool:
-    """Whether the units of ``model`` train batched: ``batch_units`` on, or auto where measured faster; and the
-    recipe supported."""
-    wanted = cfg.batch_units == "on" or (cfg.batch_units == "auto" and model in MEASURED_FASTER.get(device, ()))
-    return wanted and unsupported(cfg, model) is None
+    """Whether the units of ``model`` train batched: asked for (``batch_units``) and the recipe supported."""
+    return _wanted(cfg, model, device) and unsupported(cfg, model) is None
 
 
 def fallback_lines(cfg: Config, device: str) -> list[str]:
     """One line per model that would train batched but whose recipe the batched path does not support."""
     lines = []
     for m in cfg.models:
-        wanted = cfg.batch_units == "on" or (cfg.batch_units == "auto" and m in MEASURED_FASTER.get(device, ()))
-        why = unsupported(cfg, m) if wanted else None
+        why = unsupported(cfg, m) if _wanted(cfg, m, device) else None
         if why:
             lines.append(f"{m}: trains unit by unit, not batched (batch_units={cfg.batch_units}): {why}")
     return lines

@@ -42,8 +42,9 @@ def plan_tasks(cfg: Config, device: str, todo: Units) -> list[tuple[bool, Units]
     (False, [one unit]); in the order of ``todo`` (a batch where its model's first unit was)."""
     tasks: list[tuple[bool, Units]] = []
     groups: dict[str, Units] = {}
+    batched = {m: batches(cfg, m, device) for m in dict.fromkeys(u[0] for u in todo)}  # once per model
     for unit in todo:
-        if not batches(cfg, unit[0], device):
+        if not batched[unit[0]]:
             tasks.append((False, [unit]))
         elif unit[0] in groups:
             groups[unit[0]].append(unit)
