@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 from competition.cli import main
 from competition.config import load_config, to_toml
 from competition.data.load import load_competition
+from competition.models import create_model
 from competition.store.loading import load_run
 from competition.train import dask as cluster_module
 from competition.train.cv import run_cv
@@ -145,7 +147,17 @@ def unit_settings() -> dict:
         "default dtype": str(torch.get_default_dtype()),
         "cpu affinity": sorted(os.sched_getaffinity(0)),
         "8 MiB blocks faulted in afresh": faults > 10 * 2048 // 2,  # mmap/munmap per block (2x slower units)
+        "stack sampled by a profiler": _profiler_sampling(),  # a worker's, 100 times a second (1.2x slower units)
     }
+
+
+def _profiler_sampling() -> bool:
+    """Whether a Dask worker's statistical profiler samples this thread now (never in a local unit)."""
+    try:
+        pc = distributed.get_worker().periodic_callbacks.get("profile")
+    except ValueError:  # not inside a worker
+        return False
+    return pc is not None and pc.is_running()
 
 
 class SettingsProbe:
@@ -170,9 +182,25 @@ def test_a_worker_trains_a_unit_with_the_settings_of_a_local_unit(local_cluster,
     with distributed.Client(local_cluster.scheduler_address, set_as_default=False) as client:
         task = cluster_module.unit_task, dataclasses.replace(job, run_dir=tmp_path / "worker"), "audio", 0, False
         client.submit(*task, SettingsProbe(str(tmp_path / "w.json")), pure=False).result()
+        profiling = client.run(lambda dask_worker: dask_worker.periodic_callbacks["profile"].is_running())
     local, worker = (json.loads((tmp_path / f"{k}.json").read_text()) for k in ("l", "w"))
     assert worker == local
     assert local["intra-op threads"] == 1 and not local["8 MiB blocks faulted in afresh"]
+    assert all(profiling.values()), profiling  # paused for the unit only
+
+
+def test_the_costliest_units_start_first_one_on_each_worker(local_cluster, tiny_src, tmp_path):
+    """As in local processes: every worker holds the data before the units are submitted, so the first units go one
+    to each worker in cost order (with one holder they all queued there and work stealing reordered them)."""
+    cfg = load_config(None, TINY)
+    with DaskExecutor(local_cluster.scheduler_address) as cl, distributed.get_task_stream(cl.client) as stream:
+        run_cv(cfg, tiny_src, tmp_path, "r", quiet=True, executor=cl)
+    units = [t for t in stream.data if "-fold" in str(t["key"])]
+    assert len(units) == 4
+    units.sort(key=lambda t: min(s["start"] for s in t["startstops"] if s["action"] == "compute"))
+    costliest = max(cfg.models, key=lambda m: sum(p.numel() for p in create_model(m).parameters()))
+    assert len({t["worker"] for t in units[:2]}) == 2
+    assert all(str(t["key"]).startswith(f"cv-{costliest}-fold") for t in units[:2]), [t["key"] for t in units]
 
 
 def test_bad_scheduler_address_is_one_line_exit_2(tiny_data, tmp_path, capsys):
@@ -189,3 +217,35 @@ def test_missing_dask_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)
     with pytest.raises(UserError, match=r"pip install -e '\.\[dask\]'"), DaskExecutor("tcp://127.0.0.1:8786"):
         pass
+
+
+class FakeLibc:
+    """Records the allocator calls of ``local_malloc``."""
+
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, param, value):
+        self.calls.append(("mallopt", param, value))
+
+    def malloc_trim(self, pad):
+        self.calls.append(("trim", pad))
+
+
+def test_back_to_back_units_keep_their_heap_and_an_idle_worker_gets_its_malloc_settings_back(monkeypatch):
+    from competition.train import malloc
+
+    libc = FakeLibc()
+    monkeypatch.setattr(malloc, "_glibc", lambda: libc)
+    monkeypatch.setattr(malloc, "_start_environ", lambda: {"MALLOC_TRIM_THRESHOLD_": "65536"})  # a nanny's worker
+    monkeypatch.setattr(malloc, "RESTORE_AFTER", 0.3)
+    mmap, trim = malloc.M_MMAP_THRESHOLD, malloc.M_TRIM_THRESHOLD
+    local = [("mallopt", mmap, malloc.MMAP_MAX), ("mallopt", trim, malloc.TRIM_MAX)]
+    for _ in range(2):  # two units in turn: the heap stays (no trim between them)
+        with malloc.local_malloc():
+            pass
+    assert libc.calls == local * 2
+    deadline = time.time() + 10
+    while ("trim", 0) not in libc.calls and time.time() < deadline:
+        time.sleep(0.05)
+    assert libc.calls[4:] == [("mallopt", trim, 65536), ("mallopt", mmap, 128 << 10), ("trim", 0)]

@@ -1,9 +1,12 @@
 """Dask: ``cv --scheduler tcp://HOST:8786`` trains the (model, fold) units as tasks on a Dask distributed cluster.
 
-The command connects a ``distributed.Client``, submits one task per claimed unit (costliest first) and handles each
-result as it finishes (``as_completed``); per-epoch progress travels as worker events (``log_event`` on the worker,
-``subscribe_topic`` on the client). The data goes into the graph once, as one task all units depend on, so the
-scheduler can recompute it if every worker holding it dies. A worker that dies mid-unit loses that unit only: the
+The command connects a ``distributed.Client``, submits one task per claimed unit (costliest first, each when a worker
+thread is free, as local processes take them) and handles each result as it finishes (``as_completed``); per-epoch
+progress travels as worker events (``log_event`` on the worker, ``subscribe_topic`` on the client). The data goes into
+the graph once, as one task all units depend on, so the scheduler can recompute it if every worker holding it dies; it
+is copied to every worker before the units are submitted, so that each unit goes to the free worker (a task goes to a
+worker that holds its inputs). While a unit trains, its worker runs with a plain process's malloc thresholds
+(``malloc.py``) and its profiler paused (``profiler.py``). A worker that dies mid-unit loses that unit only: the
 scheduler gives it to another worker (up to ``distributed.scheduler.allowed-failures`` times), and every unit already
 written stays. Artifacts (docs/howto/cluster-gpu.md):
 - ``client`` (default): the task trains in a scratch folder on its worker and returns the unit's files as bytes; the
@@ -26,6 +29,7 @@ from competition.store.atomic import write_bytes
 from competition.store.runs import CONFIG_FILE, UnitResult, checkpoint_path, history_path, unit_path
 from competition.train.learner import resolve_device
 from competition.train.malloc import local_malloc
+from competition.train.profiler import paused_profiler
 from competition.train.progress import CVProgress, EpochEvent, NoProgress
 from competition.train.unit import CVJob, planned_epochs, train_unit
 from competition.utils.errors import UserError
@@ -57,9 +61,9 @@ def unit_task(
     if shared:
         if not (job.run_dir / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{job.run_dir}: run folder not visible on this worker (--artifacts shared)")
-        with local_malloc():
+        with local_malloc(), paused_profiler():
             return train_unit(job, model, fold, 1, events, seed), []
-    with tempfile.TemporaryDirectory(prefix="cv-unit-", dir=_scratch()) as tmp, local_malloc():
+    with tempfile.TemporaryDirectory(prefix="cv-unit-", dir=_scratch()) as tmp, local_malloc(), paused_profiler():
         result = train_unit(dataclasses.replace(job, run_dir=Path(tmp)), model, fold, 1, events, seed)
         paths = [p(Path(tmp), model, fold, seed) for p in (history_path, checkpoint_path, unit_path)]
         files = [(p.relative_to(tmp).as_posix(), p.read_bytes()) for p in paths]
@@ -160,15 +164,26 @@ class DaskExecutor:
             with warnings.catch_warnings():  # the data is meant to be in the graph: the scheduler can recompute it
                 warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
                 data = client.submit(_identity, job, key=f"cv-data-{token}")
-            futures = {}
-            for i, (model, fold, seed) in enumerate(todo):  # todo is costliest first: so are the priorities
-                future = client.submit(
-                    unit_task, data, model, fold, shared, WorkerEvents(topic), seed,
-                    key=f"cv-{model}-fold{fold}-seed{seed}-{token}", priority=len(todo) - i,
-                )  # fmt: skip
-                futures[future] = (model, fold, seed)
+            # Local processes take the next costliest unit as each one frees up; so does the cluster: the data is on
+            # every worker (a task goes to a worker holding its inputs: with one holder every unit would queue there),
+            # and a unit is submitted only when a worker thread is free (a queued unit is work stealing's to move, in
+            # any order: a worker then sat idle for 8 s while another trained the two last units in turn).
+            client.replicate([data])
+            waiting, futures, finished = list(todo), {}, as_completed(loop=client.loop)
+
+            def submit_free() -> None:
+                while waiting and len(futures) < max(1, self.slots()):
+                    model, fold, seed = waiting.pop(0)
+                    future = client.submit(
+                        unit_task, data, model, fold, shared, WorkerEvents(topic), seed,
+                        key=f"cv-{model}-fold{fold}-seed{seed}-{token}", priority=len(waiting),
+                    )  # fmt: skip
+                    futures[future] = (model, fold, seed)
+                    finished.add(future)
+
             try:
-                for future in as_completed(list(futures), loop=client.loop):
+                submit_free()
+                for future in finished:
                     model, fold, seed = futures.pop(future)
                     try:
                         result, files = future.result()
@@ -181,6 +196,7 @@ class DaskExecutor:
                         write_bytes(run_dir / rel, blob)
                     future.release()  # written: the cluster forgets it, so a later worker death never recomputes it
                     progress.unit_trained(result)
+                    submit_free()
             finally:
                 client.cancel([*futures, data])
                 client.unsubscribe_topic(topic)
