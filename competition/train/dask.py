@@ -168,11 +168,14 @@ class DaskExecutor:
             # every worker (a task goes to a worker holding its inputs: with one holder every unit would queue there),
             # and a unit is submitted only when a worker thread is free (a queued unit is work stealing's to move, in
             # any order: a worker then sat idle for 8 s while another trained the two last units in turn).
-            client.replicate([data])
-            waiting, futures, finished = list(todo), {}, as_completed(loop=client.loop)
+            waiting, futures, finished, holders = list(todo), {}, as_completed(loop=client.loop), set()
 
             def submit_free() -> None:
-                while waiting and len(futures) < max(1, self.slots()):
+                threads = client.nthreads()
+                if set(threads) - holders:  # at the start, and when workers joined (or were restarted) since
+                    client.replicate([data])
+                    holders.update(threads)
+                while waiting and len(futures) < max(1, sum(threads.values())):
                     model, fold, seed = waiting.pop(0)
                     future = client.submit(
                         unit_task, data, model, fold, shared, WorkerEvents(topic), seed,
