@@ -168,13 +168,14 @@ class DaskExecutor:
             # every worker (a task goes to a worker holding its inputs: with one holder every unit would queue there),
             # and a unit is submitted only when a worker thread is free (a queued unit is work stealing's to move, in
             # any order: a worker then sat idle for 8 s while another trained the two last units in turn).
-            waiting, futures, finished, holders = list(todo), {}, as_completed(loop=client.loop), set()
+            waiting, futures, finished = list(todo), {}, as_completed(loop=client.loop)
 
             def submit_free() -> None:
                 threads = client.nthreads()
-                if set(threads) - holders:  # at the start, and when workers joined (or were restarted) since
+                # At the start, and where workers joined (or were restarted), or the active memory manager dropped a
+                # copy of the data from a worker between its units.
+                if set(threads) - set(client.who_has([data]).get(data.key, ())):
                     client.replicate([data])
-                    holders.update(threads)
                 while waiting and len(futures) < max(1, sum(threads.values())):
                     model, fold, seed = waiting.pop(0)
                     future = client.submit(
