@@ -48,8 +48,9 @@ def local_malloc():
         if _restore is not None:  # a unit follows the last one: keep its heap
             _restore.cancel()
             _restore = None
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_MAX)
-        libc.mallopt(M_TRIM_THRESHOLD, TRIM_MAX)
+        if _malloc_users == 1:
+            libc.mallopt(M_MMAP_THRESHOLD, MMAP_MAX)
+            libc.mallopt(M_TRIM_THRESHOLD, TRIM_MAX)
     try:
         yield
     finally:
@@ -65,7 +66,7 @@ def _restore_worker(libc, fixed: dict[int, int]) -> None:
     """The worker's own thresholds back and its free memory returned, unless a unit started meanwhile."""
     global _restore
     with _malloc_lock:
-        if _malloc_users or _restore is None or _restore is not threading.current_thread():
+        if _malloc_users or _restore is not threading.current_thread():  # a unit started, or a later timer is due
             return
         _restore = None
         for param, value in fixed.items():
