@@ -199,10 +199,10 @@ def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeyp
     status = {(o.stage.kind, o.stage.name): (o.status, o.note) for o in res.outcomes}
     assert status[("cv", "auto-es")][0] == "resumed" and status[("submit", "auto-es")][0] == "resumed"
     assert status[("cv", "auto-pseudo")] == ("done", "resumed: 1 unit(s) were finished earlier")
-    assert status[("submit", BLEND)][0] == "done"
+    # with a pseudo-label round the final submission is the round's own: no blend with the runs before it
+    assert status[("submit", BLEND)][0] == "skipped" and "auto-pseudo's own submission" in status[("submit", BLEND)][1]
     auto = json.loads(res.path.with_suffix(".json").read_text())["auto"]
-    assert auto["source_submission"] == BLEND and auto["runs_used"] == ["auto-es", "auto-pseudo"]  # from the source on
-    assert "without auto-base (before the pseudo-label round's source)" in status[("submit", BLEND)][1]
+    assert auto["source_submission"] == "auto-pseudo" and auto["runs_used"] == ["auto-pseudo"]
     assert "pseudo-labelled" in auto["estimate"]
 
 
@@ -255,10 +255,22 @@ def test_the_final_blend_blends_the_runs_that_finished(tmp_path, monkeypatch):
     assert o.status == "not started" and "auto-es, auto-pseudo" in o.note
 
 
-def test_with_a_pseudo_round_the_blend_starts_at_its_source():
+def test_with_pseudo_rounds_the_final_blend_blends_the_rounds_only():
     from competition.pipeline.run import blend_runs
 
     sources = {"auto-pseudo": "auto-es"}
-    assert blend_runs(["auto-base", "auto-es", "auto-pseudo"], sources) == ["auto-es", "auto-pseudo"]
+    assert blend_runs(["auto-base", "auto-es", "auto-pseudo"], sources) == ["auto-pseudo"]
     assert blend_runs(["auto-base", "auto-es"], sources) == ["auto-base", "auto-es"]  # the round did not finish
-    assert blend_runs(["auto-base", "auto-pseudo"], {"auto-pseudo": "auto-base"}) == ["auto-base", "auto-pseudo"]
+    two = {"auto-pseudo": "auto-es", "auto-pseudo2": "auto-pseudo"}
+    assert blend_runs(["auto-base", "auto-es", "auto-pseudo", "auto-pseudo2"], two) == ["auto-pseudo", "auto-pseudo2"]
+
+
+def test_one_round_finished_the_blend_is_skipped_for_its_own_submission(tmp_path, monkeypatch):
+    from competition.pipeline.plan import Stage
+
+    monkeypatch.setattr(auto_run, "make_submission", lambda *a: pytest.fail("no blend of one run"))
+    stage = Stage(BLEND, "submit", "why", True, 1.0, runs=("auto-base", "auto-es", "auto-pseudo"))
+    finished = {"cv:auto-base", "cv:auto-es", "cv:auto-pseudo", "submit:auto-pseudo"}
+    sources = {"auto-pseudo": "auto-es"}
+    o = auto_run._run_stage(stage, None, None, tmp_path, tmp_path, None, time.time() + 60, finished, True, 1.0, sources)
+    assert o.status == "skipped" and o.note.startswith("auto-pseudo's own submission is the final one")

@@ -265,6 +265,6 @@ def make_plan(profile: Profile, speeds: Speeds, limit: float, preset: str, lever
         runs = tuple(s.name for s in chosen)
         why = f"the final blend of {', '.join(runs)}: weights and candidate chosen by nested out-of-fold macro-F1"
         if any(s.pseudo_from for s in chosen):
-            why += "; with a pseudo-label round, from its source on"
+            why += "; with a pseudo-label round, the rounds only (one round: its own submission)"
         stages.append(Stage(BLEND, "submit", why, True, blend_s, runs=runs))
     return Plan(preset, float(limit), profile, dict(speeds), tuple(stages))
