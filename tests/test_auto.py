@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 
 from competition.cli import main
@@ -164,7 +165,14 @@ def test_the_budget_is_kept_and_the_manifest_names_every_stage(tiny_data, tmp_pa
     assert all(s["why"] and s["status"] for s in auto["stages"])
     assert auto["runs_used"] == ["auto-base"] and auto["source_submission"] == "auto-base"
     assert manifest["estimated_test_macro_f1"] == res.estimated_test_macro_f1 is not None
-    assert "out-of-fold" in auto["estimate"]
+    assert "out-of-fold" in auto["estimate"] and "re-weighted to the test rows" in auto["estimate"]
+    # the estimate: the written out-of-fold rows (kept in the probabilities file), re-weighted to test-like rows
+    detail = auto["estimate_details"]
+    assert detail["weights_from"] == "auto-base/image" and 0 < detail["effective_rows"] <= 240
+    assert res.estimated_test_macro_f1 == detail["reweighted_oof_macro_f1"]
+    with np.load(tmp_path / "subs" / "auto.probs.npz") as f:
+        assert f["oof_probs"].shape == (240, 10) and f["probs"].shape[1] == 10
+    assert abs(detail["plain_oof_macro_f1"] - auto_run.honest_oof(manifest)) < 1e-9
     assert (tmp_path / "w" / "auto-base" / "summary.json").is_file()  # an ordinary run: runs/report/submit read it
 
 

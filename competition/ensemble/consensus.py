@@ -19,7 +19,7 @@ test row whose group holds training rows takes their label.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import log_softmax, softmax
@@ -130,6 +130,7 @@ class ConsensusReport:
     oof_before: float | None = None  # honest out-of-fold macro-F1 of the blend
     oof_after: float | None = None  # the same after consensus
     test: ConsensusOnTest | None = None
+    oof_probs: np.ndarray | None = field(default=None, repr=False)  # (N, 10) out of fold after consensus
 
     def manifest(self) -> dict:
         out = {k: getattr(self, k) for k in ("mode", "applied", "line", "train_groups", "mixed_groups")}
@@ -182,7 +183,8 @@ def decide_consensus(
             raise UserError(f"--consensus on: {reason}" + ("" if "fix:" in reason else "; fix: pass --consensus auto"))
         return ConsensusReport(mode, False, refusal, n_groups, mixed)
     before = macro_f1(y, oof_probs.argmax(1))
-    after = consensus_f1(y, oof_probs, groups.train)
+    pooled = pool(oof_probs, groups.train)
+    after = macro_f1(y, pooled.argmax(1))  # consensus_f1, the pooled rows kept for the written submission
     test = consensus_on_test(test_probs, groups, y)
     applied = mode == "on" or after >= before
     why = "" if mode == "on" else (" (not lower)" if applied else " (lower: off)")
@@ -191,4 +193,4 @@ def decide_consensus(
         f"{n_groups} training groups, all label-pure; test: {test.groups} groups of {test.grouped_rows} rows, "
         f"{test.changed} labels changed, {test.from_train} rows take a training row's label"
     )
-    return ConsensusReport(mode, applied, line, n_groups, 0, before, after, test)
+    return ConsensusReport(mode, applied, line, n_groups, 0, before, after, test, pooled)

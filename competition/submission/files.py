@@ -62,8 +62,10 @@ def check_replaceable(out_dir: Path, name: str, runs: list[Run]) -> None:
 def write_submission(
     out_dir: Path, name: str, comp: Competition, result: BlendResult, runs: list[Run], rounds: int,
     agreement: list[Agreement] = (), left_out: list[str] = (), extra: dict | None = None,
+    oof_probs: np.ndarray | None = None,
 ) -> Path:  # fmt: skip
-    """Write ``<name>.csv``, validate it (removing it if invalid), then ``<name>.probs.npz`` and ``<name>.json``."""
+    """Write ``<name>.csv``, validate it (removing it if invalid), then ``<name>.probs.npz`` (the test rows'
+    probabilities, and the training rows' honest out-of-fold ones of what is written) and ``<name>.json``."""
     sample_path = comp.root / "sample_submission.csv"
     path = out_dir / f"{name}.csv"
     write_text(path, render_submission(sample_path, result.test_probs.argmax(axis=1)).decode())
@@ -76,6 +78,7 @@ def write_submission(
         out_dir / f"{name}.probs.npz",
         row_id=comp.sample_submission["row_id"].to_numpy(),
         probs=result.test_probs.astype(np.float32),
+        oof_probs=(result.chosen.oof_probs if oof_probs is None else oof_probs).astype(np.float32),
     )
     c = result.chosen
 

@@ -74,6 +74,14 @@ class Submission:
         return self.test_probs.argmax(axis=1)
 
     @property
+    def oof_probs(self) -> np.ndarray:
+        """(N, 10) honest out-of-fold probabilities of what is written (nested where fitted; after the decision
+        steps and consensus where applied): ``oof_macro_f1`` is their macro-F1."""
+        if self.consensus.applied:
+            return self.consensus.oof_probs
+        return self.decisions.oof_probs if self.decisions.changed else self.blend.chosen.oof_probs
+
+    @property
     def oof_macro_f1(self) -> float:
         """The honest out-of-fold macro-F1 of what is written (nested where the blend was fitted)."""
         if self.consensus.applied:
@@ -109,7 +117,16 @@ class Submission:
             "seconds": self.seconds,
         }
         return write_submission(
-            out, name, self.comp, self.blend, self.runs, self.rounds, self.agreement, self.left_out, extra
+            out,
+            name,
+            self.comp,
+            self.blend,
+            self.runs,
+            self.rounds,
+            self.agreement,
+            self.left_out,
+            extra,
+            self.oof_probs,
         )
 
 
