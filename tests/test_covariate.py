@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from competition.ensemble.covariate import reweighted_macro_f1, likeness_weights
+from competition.ensemble.covariate import likeness_weights, reweighted_macro_f1
 from competition.metrics import macro_f1
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from competition.config import Config
 from competition.data.load import Competition, load_competition
-from competition.ensemble.covariate import reweighted_macro_f1, likeness_weights
+from competition.ensemble.covariate import likeness_weights, reweighted_macro_f1
 from competition.metrics import macro_f1
 from competition.pipeline.plan import Plan, Stage, duration, make_plan
 from competition.pipeline.probe import measure_profile, probe_speeds
