@@ -37,9 +37,9 @@ def test_best_on_shifted_data_plans_the_base_early_stopping_a_pseudo_round_and_t
     plan = make_plan(profile(True), SPEEDS, 3600, "best")
     cv = by(plan, "cv")
     assert cv["auto-base"].chosen and "first" in cv["auto-base"].why  # a submission early, whatever comes later
-    assert cv["auto-es"].chosen and cv["auto-es"].overrides == {"early_stop": True}
+    assert cv["auto-es"].chosen and cv["auto-es"].overrides == {"early_stop": True, "erase": 0.3, "erase_p": 0.5}
     assert cv["auto-pseudo"].chosen and cv["auto-pseudo"].pseudo_from == "auto-es"
-    assert cv["auto-pseudo"].overrides["early_stop"] is True  # one round further on the source's recipe
+    assert cv["auto-pseudo"].overrides == cv["auto-es"].overrides  # one round further on the source's recipe
     assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es", "auto-pseudo")
     assert plan.seconds <= 3600
     # the time factor: early stopping's epochs for this size (~2.2x at 24,000 rows), the pseudo round more (its
@@ -82,6 +82,7 @@ def test_fast_is_the_base_recipe_and_best_unshifted_skips_the_pseudo_round():
     cv = by(best, "cv")
     assert cv["auto-base"].chosen and cv["auto-es"].chosen and not cv["auto-pseudo"].chosen
     assert "not shifted" in cv["auto-pseudo"].why
+    assert cv["auto-es"].overrides == {"early_stop": True}  # random erasing only on shifted test rows
     with pytest.raises(UserError, match="fix:"):
         make_plan(profile(False), SPEEDS, 60, "fastest")
 
