@@ -168,7 +168,7 @@ def submit(
 ) -> Submission:
     """Blend the models of finished ``runs`` (default: the latest run of ``workdir``) into a ``Submission``
     (``.write(out)`` makes the files). ``models``: ``model`` or ``run/model`` names to keep; ``label_shift`` and
-    ``offsets`` (``auto`` or ``off``): the decision steps after the blend (``ensemble/decisions.py``)."""
+    ``offsets`` (``auto``, ``on`` or ``off``): the decision steps after the blend (``ensemble/decisions.py``)."""
     workdir, names = _run_dirs(runs, default_workdir() if workdir is None else Path(workdir))
     comp = data if isinstance(data, Competition) else load_competition(data)
     with verbosity(verbose):

@@ -13,6 +13,7 @@ from conftest import one_hot_logits
 
 from competition.cli import main
 from competition.data.load import load_competition
+from competition.metrics import macro_f1
 from competition.store.atomic import write_json, write_npz
 from competition.store.runs import split_fingerprint
 
@@ -68,7 +69,10 @@ def test_submit_writes_the_sample_format_in_row_order(tmp_path, tiny_data, capsy
     assert written == expected.encode()
     probs = np.load(tmp_path / "sub" / "mine.probs.npz")
     assert probs["probs"].shape == (len(sample), 10) and (probs["row_id"] == sample["row_id"]).all()
+    comp = load_competition(tiny_data)
+    assert probs["oof_probs"].shape == (comp.n_train, 10)  # the honest out-of-fold rows of what is written
     manifest = json.loads((tmp_path / "sub" / "mine.json").read_text())
+    assert macro_f1(comp.y, probs["oof_probs"].argmax(1)) == pytest.approx(manifest["oof_macro_f1"], abs=1e-6)
     assert manifest["runs"][0]["name"] == "r1" and manifest["models"] == ["r1/fusion", "r1/image"]
     assert np.isclose(sum(manifest["weights"].values()), 1.0) and min(manifest["weights"].values()) >= 0
     assert manifest["data_fingerprint"] == load_competition(tiny_data).fingerprint
@@ -93,8 +97,14 @@ def test_submit_warns_when_models_disagree_on_the_test_rows(tmp_path, tiny_data,
     assert "warning: the test rows are not like the training rows" in out
     assert "r1/fusion / r1/audio" in out and "r1/image / r1/audio" in out and "r1/fusion / r1/image" not in out
     assert "leaving r1/audio out of the blend" in out
+    # offsets fitted on the out-of-fold rows' confusions stand down on such test rows; --offsets on fits them
+    assert "macro-F1 offsets off: the test rows are not like the training rows" in out
     manifest = json.loads((tmp_path / "sub" / "r1-equal.json").read_text())
     assert manifest["left_out"] == ["r1/audio"] and manifest["models"] == ["r1/fusion", "r1/image"]
+    assert "offsets" not in manifest["decisions"]
+    assert submit(tmp_path / "wd", tiny_data, tmp_path / "on", "--offsets", "on") == 0
+    assert "macro-F1 offsets off: the test" not in capsys.readouterr().out
+    assert "offsets" in json.loads((tmp_path / "on" / "r1-equal.json").read_text())["decisions"]
     assert submit(tmp_path / "wd", tiny_data, tmp_path / "kept", "--keep-shifted", "--blend", "equal") == 0
     manifest = json.loads((tmp_path / "kept" / "r1-equal.json").read_text())
     assert manifest["left_out"] == [] and len(manifest["models"]) == 3
