@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import log_softmax
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -34,17 +35,12 @@ class Likeness:
         return float(self.weights.sum() ** 2 / (self.weights**2).sum())
 
 
-def _log_probs(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def likeness_weights(oof_logits: np.ndarray, test_logits: np.ndarray, seed: int = 0) -> Likeness:
     """Importance weights of the training rows from a model's (N, C) out-of-fold logits and its (K, M, C) fold
     models' test logits (each fold model's outputs a sample of the test rows, as the out-of-fold rows are one
     fold model's outputs each: averaging the K would make the test rows look more confident than any row)."""
-    oof = _log_probs(np.asarray(oof_logits, dtype=np.float64))
-    test = np.concatenate([_log_probs(np.asarray(t, dtype=np.float64)) for t in test_logits])
+    oof = log_softmax(np.asarray(oof_logits, dtype=np.float64), axis=1)
+    test = np.concatenate([log_softmax(np.asarray(t, dtype=np.float64), axis=1) for t in test_logits])
     x = np.concatenate([oof, test])
     d = np.r_[np.zeros(len(oof)), np.ones(len(test))]
     folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
