@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from competition.ensemble.covariate import likeness_weights, reweighted_macro_f1
+from competition.ensemble.covariate import likeness_weights
 from competition.metrics import macro_f1
 
 
@@ -26,7 +26,7 @@ def test_a_test_set_of_hard_rows_weights_the_hard_training_rows_up():
     like = likeness_weights(oof, test.reshape(2, 1000, 10))  # two fold models' outputs
     assert like.auc > 0.7
     plain = macro_f1(y, pred)
-    moved = reweighted_macro_f1(y, pred, like.weights)
+    moved = macro_f1(y, pred, like.weights)
     # the truth on test-like rows: 0.8 x 0.6 + 0.2 x 1.0 = 0.68 accuracy; plain out of fold 0.92
     yt, _, pt = rows(np.random.default_rng(1), 20000, 0.8)
     truth = macro_f1(yt, pt)
@@ -41,6 +41,6 @@ def test_without_a_shift_the_estimate_stays_the_plain_figure():
     _, test, _ = rows(rng, 3000, 0.3)
     like = likeness_weights(oof, test.reshape(3, 1000, 10))
     assert like.auc < 0.56
-    assert abs(reweighted_macro_f1(y, pred, like.weights) - macro_f1(y, pred)) < 0.01
+    assert abs(macro_f1(y, pred, like.weights) - macro_f1(y, pred)) < 0.01
     assert like.effective_rows > 0.95 * len(y)
     np.testing.assert_allclose(like.weights.mean(), 1.0)

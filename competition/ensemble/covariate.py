@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_softmax
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 CLIP_QUANTILE = 0.99  # the largest weights are clipped here: a handful of rows must not carry the estimate
@@ -51,9 +51,3 @@ def likeness_weights(oof_logits: np.ndarray, test_logits: np.ndarray, seed: int 
     w = p_oof / (1 - p_oof)
     w = np.minimum(w, np.quantile(w, CLIP_QUANTILE))
     return Likeness(w / w.mean(), auc)
-
-
-def reweighted_macro_f1(y: np.ndarray, pred: np.ndarray, weights: np.ndarray, n_classes: int = 10) -> float:
-    """Macro-F1 of ``pred`` against ``y`` with each row counted ``weights`` times."""
-    labels = np.arange(n_classes)
-    return float(f1_score(y, pred, average="macro", sample_weight=weights, labels=labels, zero_division=0))

@@ -22,7 +22,7 @@ import numpy as np
 
 from competition.config import Config
 from competition.data.load import Competition, load_competition
-from competition.ensemble.covariate import likeness_weights, reweighted_macro_f1
+from competition.ensemble.covariate import likeness_weights
 from competition.metrics import macro_f1
 from competition.pipeline.plan import Plan, Stage, duration, make_plan
 from competition.pipeline.probe import measure_profile, probe_speeds
@@ -255,7 +255,7 @@ def reweighted_estimate(probs_file: Path, base_dir: Path, comp: Competition) -> 
     pred = oof_probs.argmax(1)
     return {
         "plain_oof_macro_f1": macro_f1(comp.y, pred),
-        "reweighted_oof_macro_f1": reweighted_macro_f1(comp.y, pred, likeness.weights),
+        "reweighted_oof_macro_f1": macro_f1(comp.y, pred, likeness.weights),
         "weights_from": f"{base_dir.name}/{model}",
         "domain_auc": round(likeness.auc, 4),
         "effective_rows": round(likeness.effective_rows, 1),
