@@ -1,0 +1,35 @@
+"""Calibrated confidence: the expected macro-F1 of labels from calibrated probabilities, without labels."""
+
+import numpy as np
+
+from competition.ensemble.confidence import confidence_macro_f1
+from competition.metrics import expected_macro_f1, macro_f1
+
+
+def test_expected_macro_f1_is_macro_f1_on_one_hot_probabilities():
+    y = np.random.default_rng(0).integers(0, 10, 300)
+    pred = np.where(np.arange(300) % 7 == 0, (y + 1) % 10, y)
+    assert abs(expected_macro_f1(np.eye(10)[y], pred) - macro_f1(y, pred)) < 1e-12
+
+
+def _rows(rng, n, temperature):
+    """(n, 10) logits whose softmax at ``temperature`` is each row's true class distribution, and labels drawn
+    from it: a model over-confident by 1 / ``temperature``."""
+    p = rng.dirichlet(np.full(10, 0.3), n)
+    y = np.array([rng.choice(10, p=r) for r in p])
+    return np.log(p) / temperature, y
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_calibration_undoes_an_over_confident_model_on_test_rows_like_the_training_rows():
+    oof, y = _rows(np.random.default_rng(1), 4000, 0.5)
+    test, ty = _rows(np.random.default_rng(2), 4000, 0.5)
+    pred = test.argmax(1)
+    est = confidence_macro_f1(_softmax(oof), y, _softmax(test)[None], pred)
+    raw = expected_macro_f1(_softmax(test), pred)  # the over-confident probabilities as they are
+    truth = macro_f1(ty, pred)
+    assert abs(est - truth) < 0.02 and raw - truth > 0.05, (est, raw, truth)
