@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from competition.ensemble.priors import apply_bcts, fit_bcts
+from competition.ensemble.priors import apply_bcts, fit_bcts, log_probs
 from competition.metrics import expected_macro_f1
-
-EPS = 1e-12  # probabilities floored before the log: a 0 would make the calibration's input -inf
 
 
 def calibrated_test_probs(oof_probs: np.ndarray, y: np.ndarray, test_probs: np.ndarray) -> np.ndarray:
     """(M, 10): the mean over the K fold models of their (K, M, 10) test probabilities, each calibrated by the
     temperature and biases that fit the (N, 10) out-of-fold probabilities ``oof_probs`` to the labels ``y``."""
-    temperature, bias = fit_bcts(np.log(np.maximum(oof_probs, EPS)), y)
-    return np.mean([apply_bcts(np.log(np.maximum(t, EPS)), temperature, bias) for t in test_probs], axis=0)
+    temperature, bias = fit_bcts(log_probs(oof_probs), y)
+    return np.mean([apply_bcts(log_probs(t), temperature, bias) for t in test_probs], axis=0)
 
 
 def confidence_macro_f1(oof_probs: np.ndarray, y: np.ndarray, test_probs: np.ndarray, pred: np.ndarray) -> float:

@@ -25,6 +25,7 @@ from scipy.special import softmax
 
 from competition.ensemble.offsets import OffsetDecision, decide_offsets
 from competition.ensemble.priors import (
+    PROB_FLOOR,
     LabelShift,
     Member,
     MemberCalibration,
@@ -35,6 +36,7 @@ from competition.ensemble.priors import (
     detect_label_shift,
     em_priors,
     fit_bcts,
+    log_probs,
     reweighted_macro_f1,
 )
 from competition.metrics import macro_f1
@@ -44,7 +46,6 @@ MODES = ("auto", "off")
 # out-of-fold rows misses their known proportions by more than SELF_CHECK, no shift is estimated.
 MIN_F1_FOR_SHIFT = 0.5
 SELF_CHECK = 0.02
-_TINY = 1e-12  # probabilities are floored here before the log (a blend can hold exact zeros)
 
 
 @dataclass(frozen=True)
@@ -84,10 +85,6 @@ class Decisions:
                 "nested_after": o.nested_after,
             }
         return out
-
-
-def _log(p: np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(p, _TINY))
 
 
 def _unreliable(cal_oof: np.ndarray, y: np.ndarray) -> str | None:
@@ -137,13 +134,13 @@ def decide(
     n_classes = oof_probs.shape[1]
     oof, test, weight, shift, lines = oof_probs, test_probs, None, None, []
     if label_shift == "auto":
-        logp_oof = _log(oof_probs)
+        logp_oof = log_probs(oof_probs)
         temperature, bias = fit_bcts(logp_oof, y)  # calibrated first: EM needs calibrated posteriors
         cal_oof = apply_bcts(logp_oof, temperature, bias)
-        cal_test = apply_bcts(_log(test_probs), temperature, bias)
+        cal_test = apply_bcts(log_probs(test_probs), temperature, bias)
         train_priors = class_priors(y, n_classes)
         if members is None:
-            members = [Member(logp_oof, np.asarray(y), _log(test_probs))]
+            members = [Member(logp_oof, np.asarray(y), log_probs(test_probs))]
         calibrated = calibrate_members(members)  # each member like its own out-of-fold rows
         keep, note = _reliable_members(calibrated)
         shift, reason = None, _unreliable(cal_oof, y) or ("no model is left to estimate with" if not keep else None)
@@ -158,10 +155,10 @@ def decide(
         if shift is not None and shift.shifted:
             train, est = shift.train_priors, shift.test_priors
             oof, test = correct_priors(cal_oof, train, est), correct_priors(cal_test, train, est)
-            weight = est[y] / np.maximum(train[y], _TINY)  # each row as the test proportions would weigh it
+            weight = est[y] / np.maximum(train[y], PROB_FLOOR)  # each row as the test proportions would weigh it
     decision = None
     if offsets == "auto":
-        logp_oof = _log(oof)  # a new array: shifted in place below
+        logp_oof = log_probs(oof)  # a new array: shifted in place below
         decision = decide_offsets(logp_oof, y, fold_of, weight)
         lines.append(decision.message)
         if decision.applied:
@@ -170,7 +167,7 @@ def decide(
             for k, off in zip(folds, decision.per_fold, strict=True):
                 shifted_oof[fold_of == k] += off  # fold k decided by offsets that never saw its labels
             oof = softmax(shifted_oof, axis=1)
-            test = softmax(_log(test) + decision.offsets, axis=1)
+            test = softmax(log_probs(test) + decision.offsets, axis=1)
     pred = oof.argmax(axis=1)
     plain, estimated = macro_f1(y, pred), None
     if shift is not None and shift.shifted:

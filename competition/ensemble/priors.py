@@ -66,12 +66,18 @@ LOGP_FLOOR = -700.0  # a log-probability of -inf is read as this, so the NLL and
 N_BOOT = 200  # bootstrap resamples of the test rows for the prior interval
 MARGIN = 0.01  # how far (absolute proportion) the interval must clear a training proportion to call a shift
 INV_T_BOUNDS = (1e-3, 1e3)  # inverse temperature range searched by BCTS
+PROB_FLOOR = 1e-12  # probabilities are floored here before the log (a blend can hold exact zeros)
 
 
 def class_priors(y: np.ndarray, n_classes: int) -> np.ndarray:
     """Proportions of the classes 0..n_classes-1 in ``y`` (floored at EPS, so none is exactly 0)."""
     counts = np.bincount(np.asarray(y), minlength=n_classes).astype(np.float64)
     return _normalise(np.maximum(counts / counts.sum(), EPS))
+
+
+def log_probs(p: np.ndarray) -> np.ndarray:
+    """The log of probabilities floored at ``PROB_FLOOR`` (the input BCTS is fitted and applied on)."""
+    return np.log(np.maximum(p, PROB_FLOOR))
 
 
 def _normalise(p: np.ndarray) -> np.ndarray:

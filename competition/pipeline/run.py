@@ -329,16 +329,16 @@ def _write_auto(plan: Plan, outcomes: list[StageOutcome], comp: Competition, wor
         split = _split_of(manifest)
         estimate = honest_oof(manifest)
         detail = reweighted_estimate(out / f"{source}.probs.npz", workdir / plan.stages[0].name, comp)
-        confidence = confidence_estimate(out / f"{source}.json", comp) if detail else None
         if detail:
             estimate = detail["reweighted_oof_macro_f1"]
-        if confidence is not None:
-            # two estimates biased in opposite directions on shifted testbeds (bench/results/auto.md): the
-            # re-weighting overstates where the test rows lie beyond every training row, the fold models'
-            # calibrated confidence understates (each believes less in the ensemble's label than it scores)
-            detail["confidence_macro_f1"] = confidence
-            detail["estimate_range"] = sorted([estimate, confidence])
-            estimate = (estimate + confidence) / 2
+            confidence = confidence_estimate(out / f"{source}.json", comp)
+            if confidence is not None:
+                # two estimates biased in opposite directions on shifted testbeds (bench/results/auto.md): the
+                # re-weighting overstates where the test rows lie beyond every training row, the fold models'
+                # calibrated confidence understates (each believes less in the ensemble's label than it scores)
+                detail["confidence_macro_f1"] = confidence
+                detail["estimate_range"] = sorted([estimate, confidence])
+                estimate = (estimate + confidence) / 2
         kind = estimate_kind(manifest, split, _pseudo_runs(manifest), detail)
         for suffix in SUFFIXES[:-1]:
             write_bytes(out / f"{AUTO}{suffix}", (out / f"{source}{suffix}").read_bytes())
