@@ -40,7 +40,9 @@ def test_best_on_shifted_data_plans_the_base_early_stopping_a_pseudo_round_and_t
     assert cv["auto-es"].chosen and cv["auto-es"].overrides == {"early_stop": True, "erase": 0.3, "erase_p": 0.5}
     assert cv["auto-pseudo"].chosen and cv["auto-pseudo"].pseudo_from == "auto-es"
     assert cv["auto-pseudo"].overrides == cv["auto-es"].overrides  # one round further on the source's recipe
-    assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es", "auto-pseudo")
+    assert cv["auto-pseudo2"].chosen and cv["auto-pseudo2"].pseudo_from == "auto-pseudo"  # a second round on the first
+    assert cv["auto-pseudo2"].overrides == cv["auto-es"].overrides
+    assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es", "auto-pseudo", "auto-pseudo2")
     assert plan.seconds <= 3600
     # the time factor: early stopping's epochs for this size (~2.2x at 24,000 rows), the pseudo round more (its
     # extra rows); the fewer the rows, the more epochs early stopping trains (3x and 4x measured at ~1,700 rows)
@@ -62,7 +64,14 @@ def test_a_stage_that_would_not_fit_is_skipped_and_said_so():
     cv = by(plan := make_plan(profile(True), SPEEDS, limit, "best"), "cv")
     assert cv["auto-base"].chosen and cv["auto-es"].chosen and not cv["auto-pseudo"].chosen
     assert cv["auto-pseudo"].why.startswith("would not fit:")
+    assert not cv["auto-pseudo2"].chosen and "no first pseudo-label round" in cv["auto-pseudo2"].why
     assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es")
+    # time for one round, not two: the second is skipped and said so
+    limit += cost["auto-pseudo"] + sub["auto-pseudo"] + submit_seconds(profile(True), 9) - blend_s  # blend of three
+    cv = by(plan := make_plan(profile(True), SPEEDS, limit, "best"), "cv")
+    assert cv["auto-pseudo"].chosen and not cv["auto-pseudo2"].chosen
+    assert cv["auto-pseudo2"].why.startswith("would not fit:")
+    assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es", "auto-pseudo")
     # less time: the base run only; early stopping would not fit, nor would a pseudo round on the base run
     cv = by(plan := make_plan(profile(True), SPEEDS, cost["auto-base"] + sub["auto-base"] + 5, "best"), "cv")
     assert cv["auto-base"].chosen
@@ -81,7 +90,7 @@ def test_fast_is_the_base_recipe_and_best_unshifted_skips_the_pseudo_round():
     best = make_plan(profile(False), SPEEDS, 3600, "best")
     cv = by(best, "cv")
     assert cv["auto-base"].chosen and cv["auto-es"].chosen and not cv["auto-pseudo"].chosen
-    assert "not shifted" in cv["auto-pseudo"].why
+    assert "not shifted" in cv["auto-pseudo"].why and not cv["auto-pseudo2"].chosen
     assert cv["auto-es"].overrides == {"early_stop": True}  # random erasing only on shifted test rows
     with pytest.raises(UserError, match="fix:"):
         make_plan(profile(False), SPEEDS, 60, "fastest")
@@ -207,14 +216,15 @@ def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeyp
     assert first["source_submission"] == "auto-es"
     trained.clear()
     res = tiny_auto(tiny_data, tmp_path, 300)
-    assert trained == ["auto-pseudo"]  # only the unit left
+    assert trained == ["auto-pseudo"] + ["auto-pseudo2"] * 2  # the unit left, then the second round
     status = {(o.stage.kind, o.stage.name): (o.status, o.note) for o in res.outcomes}
     assert status[("cv", "auto-es")][0] == "resumed" and status[("submit", "auto-es")][0] == "resumed"
     assert status[("cv", "auto-pseudo")] == ("done", "resumed: 1 unit(s) were finished earlier")
-    # with a pseudo-label round the final submission is the round's own: no blend with the runs before it
-    assert status[("submit", BLEND)][0] == "skipped" and "auto-pseudo's own submission" in status[("submit", BLEND)][1]
+    assert status[("cv", "auto-pseudo2")][0] == "done"
+    # with pseudo-label rounds the final blend blends the rounds only, not the runs before them
+    assert status[("submit", BLEND)] == ("done", "without auto-base, auto-es (the runs before the pseudo-label rounds)")
     auto = json.loads(res.path.with_suffix(".json").read_text())["auto"]
-    assert auto["source_submission"] == "auto-pseudo" and auto["runs_used"] == ["auto-pseudo"]
+    assert auto["source_submission"] == BLEND and auto["runs_used"] == ["auto-pseudo", "auto-pseudo2"]
     assert "pseudo-labelled" in auto["estimate"]
 
 

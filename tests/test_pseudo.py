@@ -11,6 +11,7 @@ import pytest
 from test_submit import fake_run
 
 from competition.cli import main
+from competition.config import Config
 from competition.data.load import load_competition
 from competition.splits.folds import load_or_make_folds
 from competition.store.atomic import write_json
@@ -130,7 +131,10 @@ def test_pseudo_rows_join_each_folds_training_rows_never_its_validation_rows(bas
     assert "pseudo-labels of base.json (" in out and "fold 1: t=" in out
     (run_dir,) = [p for p in wd.iterdir() if p.name.endswith("-pseudo")]  # the default name: <config>-pseudo
     cfg = json.loads((run_dir / "config.json").read_text())["config"]
-    assert cfg["pseudo"] == str(sub.with_suffix(".json").resolve()) and cfg["pseudo_precision"] == 0.98
+    assert (
+        cfg["pseudo"] == str(sub.with_suffix(".json").resolve())
+        and cfg["pseudo_precision"] == Config().pseudo_precision
+    )
     fold_of = load_or_make_folds(comp, wd, 2, 0, True, "auto")["fold"].to_numpy()
     z = np.load(run_dir / "pseudo.npz")
     assert len(seen) == 2

@@ -213,10 +213,22 @@ def _want_pseudo(p: Profile, ctx: Context) -> tuple[bool, str]:
     return True, f"shifted test rows: a pseudo-label round on {ctx.chosen[-1].name}'s submission"
 
 
+def _want_second_round(p: Profile, ctx: Context) -> tuple[bool, str]:
+    if ctx.preset == "fast" or not p.shifted:
+        return False, "no first pseudo-label round"
+    if not ctx.chosen or not ctx.chosen[-1].pseudo_from:
+        return False, "no first pseudo-label round to label the test rows"
+    return True, (
+        f"a second pseudo-label round on {ctx.chosen[-1].name}'s submission: its fold models, which trained on "
+        "test rows, label them better than the first round's source did"
+    )
+
+
 LEVERS: tuple[Lever, ...] = (
     Lever("auto-base", lambda p: {}, lambda p: 1.0, False, _want_base),
     Lever("auto-es", lambda p: {"early_stop": True, **(ERASE if p.shifted else {})}, es_factor, False, _want_es),
     Lever("auto-pseudo", lambda p: {}, lambda p: 1.0, True, _want_pseudo),
+    Lever("auto-pseudo2", lambda p: {}, lambda p: 1.0, True, _want_second_round),
 )
 BLEND = "auto-blend"
 
