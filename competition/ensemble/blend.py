@@ -58,6 +58,12 @@ def combine(stacked: np.ndarray, weights: np.ndarray, space: str) -> np.ndarray:
     return to_probs(np.tensordot(weights, stacked, axes=1), space)
 
 
+def fold_blend(test_logits: list[np.ndarray], fold_weights: np.ndarray, k: int, space: str) -> np.ndarray:
+    """Fold k's blend of the models' (K, M, 10) fold test logits, with fold k's weights (row k of the
+    (K, n_models) ``fold_weights``) -> (M, 10) probabilities."""
+    return combine(np.stack([to_space(t[k], space) for t in test_logits]), fold_weights[k], space)
+
+
 def objective(y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
     """What greedy selection maximises: macro-F1 (the competition metric), then minus log-loss to break the
     frequent ties of a count-based metric in favour of the better-calibrated blend."""

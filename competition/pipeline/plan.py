@@ -216,9 +216,7 @@ def _want_pseudo(p: Profile, ctx: Context) -> tuple[bool, str]:
 # A second round, blended with the first: on three noisy new-speaker testbeds +0.0044 and +0.0036 held-out on two,
 # -0.0003 on the third, for one more round's time (bench/results/auto.md); taken when the time allows.
 def _want_second_round(p: Profile, ctx: Context) -> tuple[bool, str]:
-    if ctx.preset == "fast" or not p.shifted:
-        return False, "no first pseudo-label round"
-    if not ctx.chosen or not ctx.chosen[-1].pseudo_from:
+    if not ctx.chosen or not ctx.chosen[-1].pseudo_from:  # fast, unshifted, or the first round did not fit
         return False, "no first pseudo-label round to label the test rows"
     return True, (
         f"a second pseudo-label round on {ctx.chosen[-1].name}'s submission: its fold models, which trained on "

@@ -20,7 +20,7 @@ import numpy as np
 
 from competition.config import Config
 from competition.data.load import N_CLASSES, Competition
-from competition.ensemble.blend import combine, to_space
+from competition.ensemble.blend import combine, fold_blend, to_space
 from competition.store.atomic import write_json, write_npz
 from competition.store.loading import load_finished_run
 from competition.store.readers import PSEUDO_JSON, PSEUDO_NPZ, read_manifest, read_pseudo_record, read_pseudo_sets
@@ -84,7 +84,7 @@ def fold_pseudo_labels(
         correct = calib.argmax(1) == y[outside]
         t = confidence_threshold(calib.max(1), correct, precision)
         kept = calib.max(1) >= t
-        probs = combine(np.stack([to_space(s[k], space) for s in test]), weights[k], space)
+        probs = fold_blend(test, weights, k, space)
         idx = np.flatnonzero(probs.max(1) >= t)
         cal_prec = float(correct[kept].mean()) if kept.any() else float("nan")
         out.append(FoldPseudo(idx, probs[idx].argmax(1).astype(np.int64), t, int(outside.sum()), cal_prec))
