@@ -158,7 +158,8 @@ def tiny_auto(data, tmp_path, limit, preset="best", speeds=FAKE, **kw):
     )
 
 
-def test_the_budget_is_kept_and_the_manifest_names_every_stage(tiny_data, tmp_path):
+def test_the_budget_is_kept_and_the_manifest_names_every_stage(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(auto_run, "MIN_PACE", 1.0)  # the fake figures stand: the remade plans skip the same stages
     t0 = time.time()
     # the base stage is priced to fit, early stopping is priced (fake figures) far beyond the limit
     # (base: 2 units of 120 rows x 1 epoch x 0.05 s ~ 14 s + overheads ~ 22 s; early stopping twice the epochs)
@@ -254,6 +255,38 @@ def test_each_cv_stage_sets_the_pace_of_the_next(tiny_data, tmp_path, monkeypatc
     tiny_auto(tiny_data, tmp_path, 300, preset="best")
     assert paces[0] == ("cv", "auto-base", 1.0) and paces[1] == ("submit", "auto-base", 3.0)
     assert all(p == 3.0 for _, _, p in paces[1:])
+
+
+def test_a_stage_skipped_for_time_joins_when_the_stages_before_it_ran_faster(tiny_data, tmp_path, monkeypatch):
+    ran = []
+
+    def fake_stage(stage, *a):
+        ran.append((stage.kind, stage.name))
+        finished = a[6]
+        if not stage.chosen:
+            return auto_run.StageOutcome(stage, "skipped", stage.why)
+        finished.add(f"{stage.kind}:{stage.name}")
+        if stage.kind == "cv":  # every cv stage takes a quarter of its plan (the pace is held at 0.5 at least)
+            return auto_run.StageOutcome(stage, "done", "", stage.seconds / 4, stage.seconds)
+        return auto_run.StageOutcome(stage, "done")
+
+    monkeypatch.setattr(auto_run, "_run_stage", fake_stage)
+    written = {}  # nothing is trained or written: what auto.json would say
+    monkeypatch.setattr(auto_run, "_write_auto", lambda plan, *a: written.update(plan=plan, replans=a[-1]))
+    monkeypatch.setattr(auto_run, "_summary_lines", lambda r: [])
+    speeds = {"image": 0.05}  # base ~22 s, early stopping ~39 s, its submission ~6 s: 40 s fit only the base
+    first = make_plan(auto_run.measure_profile(*_profile_args(tiny_data, tmp_path)), speeds, 40 - 2, "best")
+    assert by(first, "cv")["auto-base"].chosen and not by(first, "cv")["auto-es"].chosen
+    tiny_auto(tiny_data, tmp_path, 40, speeds=speeds)
+    assert ("cv", "auto-es") in ran and by(written["plan"], "cv")["auto-es"].chosen
+    assert "cv auto-es now fits" in written["replans"][0] and "0.50x the estimates" in written["replans"][0]
+
+
+def _profile_args(data, tmp_path):
+    from competition.data.load import load_competition
+
+    cfg, _ = resolve_config(None, TINY, "image")
+    return load_competition(data), cfg, tmp_path / "probe-w", 1
 
 
 def test_the_final_blend_blends_the_runs_that_finished(tmp_path, monkeypatch):

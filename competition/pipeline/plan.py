@@ -239,8 +239,14 @@ def check_preset(preset: str) -> str:
     return preset
 
 
-def make_plan(profile: Profile, speeds: Speeds, limit: float, preset: str, levers: tuple[Lever, ...] = LEVERS) -> Plan:
-    """The stages, in order, chosen or skipped with the reason, priced from ``speeds``, within ``limit`` seconds."""
+def make_plan(
+    profile: Profile, speeds: Speeds, limit: float, preset: str, levers: tuple[Lever, ...] = LEVERS,
+    pace: float = 1.0, done: frozenset[str] = frozenset(),
+) -> Plan:  # fmt: skip
+    """The stages, in order, chosen or skipped with the reason, priced from ``speeds``, within ``limit`` seconds.
+    A plan remade part-way (``run_auto``) passes ``pace``, the measured over the estimated seconds of the stages
+    trained so far, which the time a stage needs is (its ``seconds`` stay the estimate from ``speeds``), and
+    ``done``, the levers whose run and submission are finished: they cost nothing."""
     check_preset(preset)
     missing = [m for m in profile.models if m not in speeds]
     if missing:
@@ -263,8 +269,9 @@ def make_plan(profile: Profile, speeds: Speeds, limit: float, preset: str, lever
     for lever in levers:
         ok, why = lever.want(profile, Context(preset, tuple(chosen), left))
         seconds, unit, overrides, source = price(lever)
-        if ok and seconds > left:
-            ok, why = False, f"would not fit: ~{duration(seconds)} needed, {duration(left)} left ({why})"
+        needed = 0.0 if lever.name in done else seconds * pace
+        if ok and needed > left:
+            ok, why = False, f"would not fit: ~{duration(needed)} needed, {duration(left)} left ({why})"
         cv_s = seconds - submit_seconds(profile, len(profile.models))
         stage = Stage(lever.name, "cv", why, ok, cv_s, overrides, (), source, unit)
         stages.append(stage)
@@ -275,12 +282,12 @@ def make_plan(profile: Profile, speeds: Speeds, limit: float, preset: str, lever
         )  # fmt: skip
         if ok:
             chosen.append(stage)
-            left -= seconds
+            left -= needed
     blend_s = submit_seconds(profile, len(profile.models) * len(chosen))
     if len(chosen) < 2:
         stages.append(Stage(BLEND, "submit", "one run: its submission is the final one", False, 0.0))
-    elif blend_s > left:
-        stages.append(Stage(BLEND, "submit", f"would not fit: ~{duration(blend_s)} needed", False, blend_s))
+    elif blend_s * pace > left:
+        stages.append(Stage(BLEND, "submit", f"would not fit: ~{duration(blend_s * pace)} needed", False, blend_s))
     else:
         runs = tuple(s.name for s in chosen)
         why = f"the final blend of {', '.join(runs)}: weights and candidate chosen by nested out-of-fold macro-F1"

@@ -3,7 +3,9 @@
 Every stage is an ordinary artifact: a cv run ``<workdir>/<stage>`` (trained by ``run_cv``, which resumes its
 finished units) or a submission ``<out>/<stage>.csv``. A stage already finished by an earlier invocation is
 kept as it is; a stage whose remaining estimate does not fit before the deadline is not started; a running cv
-stage claims no unit batch that would end after the deadline (``run_cv(deadline=...)``). At the end, or on a
+stage claims no unit batch that would end after the deadline (``run_cv(deadline=...)``). After each submission the
+plan is remade for the time left, priced at the pace the cv stages so far kept: a stage the first plan skipped
+for time joins when the stages before it ran faster than estimated, and leaves when they ran slower. At the end, or on a
 deadline or Ctrl-C, ``auto.csv`` is a copy of the latest finished submission of the plan, and its manifest
 ``auto.json`` (the submission's own manifest, plus an ``auto`` section) says which runs it used, why each stage
 was chosen or skipped, what happened to it, and ``estimated_test_macro_f1`` with the kind of estimate it is.
@@ -26,7 +28,7 @@ from competition.ensemble.blend import combine, fold_blend, to_space
 from competition.ensemble.confidence import confidence_macro_f1
 from competition.ensemble.covariate import likeness_weights
 from competition.metrics import macro_f1
-from competition.pipeline.plan import Plan, Stage, duration, make_plan
+from competition.pipeline.plan import BLEND, Plan, Stage, duration, make_plan
 from competition.pipeline.probe import measure_profile, probe_speeds
 from competition.store.atomic import check_writable, write_bytes, write_json
 from competition.store.loading import load_finished_run, load_runs
@@ -132,18 +134,43 @@ def run_auto(
     outcomes: list[StageOutcome] = []
     finished: set[str] = set()  # "cv:<name>", "submit:<name>"
     pace = 1.0  # measured / planned seconds of the latest cv stage trained: later stages are priced with it
-    sources = {s.name: s.pseudo_from for s in plan.stages if s.pseudo_from}  # pseudo-label round -> its source
+    replans: list[str] = []
     try:
-        for stage in plan.stages:
+        while len(outcomes) < len(plan.stages):  # the plan may be remade after a stage; its stage order is fixed
+            stage = plan.stages[len(outcomes)]
+            sources = {s.name: s.pseudo_from for s in plan.stages if s.pseudo_from}  # pseudo round -> its source
             outcome = _run_stage(stage, base, comp, workdir, out, executor, deadline, finished, quiet, pace, sources)
             outcomes.append(outcome)
             if stage.kind == "cv" and outcome.status == "done" and outcome.planned > 0:
                 pace = min(max(outcome.seconds / outcome.planned, MIN_PACE), MAX_PACE)
                 _say(quiet, f"auto: {stage.name} took {pace:.2f}x its estimate: later stages are priced so")
+            if stage.kind == "submit" and f"submit:{stage.name}" in finished and stage.name != BLEND:
+                plan, note = _replan(plan, len(outcomes), deadline, pace, finished)
+                if note:
+                    replans.append(note)
+                    _say(quiet, note)
     finally:  # a deadline, Ctrl-C or an error: auto.csv is the latest finished submission so far
-        result = _write_auto(plan, outcomes, comp, workdir, out, start, finished)
+        result = _write_auto(plan, outcomes, comp, workdir, out, start, finished, replans)
         _say(quiet, *_summary_lines(result))
     return result
+
+
+def _replan(plan: Plan, ran: int, deadline: float, pace: float, finished: set[str]) -> tuple[Plan, str]:
+    """The plan remade for the time left at the measured ``pace`` after its first ``ran`` stages: a stage skipped
+    because it would not fit may fit now (the probe priced high), a chosen one may no longer. The stages run so
+    far stay as they were; the note says what changed ("" when nothing did)."""
+    done = frozenset(n.split(":", 1)[1] for n in finished if n.startswith("submit:"))
+    new = make_plan(plan.profile, plan.speeds, deadline - time.time() - RESERVE_S, plan.preset, pace=pace, done=done)
+    stages = plan.stages[:ran] + new.stages[ran:]
+    changes = [
+        f"{s.kind} {s.name} {'now fits' if s.chosen else 'no longer fits'}"
+        for old, s in zip(plan.stages[ran:], new.stages[ran:], strict=True)
+        if s.chosen != old.chosen
+    ]
+    note = f"auto: plan remade at {pace:.2f}x the estimates, {duration(deadline - time.time())} left: " + "; ".join(
+        changes
+    )
+    return dataclasses.replace(plan, stages=stages), note if changes else ""
 
 
 def _run_stage(
@@ -317,7 +344,7 @@ def estimate_kind(manifest: dict, split: str | None, pseudo_runs: list[str], det
 
 
 def _write_auto(plan: Plan, outcomes: list[StageOutcome], comp: Competition, workdir: Path, out: Path, start: float,
-                finished: set[str]) -> AutoResult:  # fmt: skip
+                finished: set[str], replans: list[str] | None = None) -> AutoResult:  # fmt: skip
     subs = [o.stage.name for o in outcomes if o.stage.kind == "submit" and f"submit:{o.stage.name}" in finished]
     source = subs[-1] if subs else None
     estimate, kind, path, runs_used, detail = None, "no stage finished: nothing written", None, [], {}
@@ -354,6 +381,7 @@ def _write_auto(plan: Plan, outcomes: list[StageOutcome], comp: Competition, wor
         "seconds": round(seconds, 1),
         "profile": dataclasses.asdict(plan.profile),
         "plan": plan.to_dict(),
+        "replans": replans or [],
         "stages": [o.to_dict() for o in outcomes],
         "not_reached": [s.to_dict() for s in plan.stages[len(outcomes) :]],
     }
