@@ -66,3 +66,31 @@ def test_a_member_too_weak_to_count_classes_is_left_out_of_the_estimate():
     assert any("3 of 6 models left out" in line for line in d.lines), d.lines
     assert d.shift.members == 3 and d.shift.shifted
     assert np.abs(d.shift.test_priors - SHIFTED).max() < 0.03
+
+
+def test_the_estimate_adds_what_the_average_of_the_fold_models_is_expected_to_gain_over_one():
+    from competition.ensemble.priors import apply_bcts, correct_priors, fit_bcts, log_probs
+
+    oof, y, fold_of, test, y_test = fold_models(SHIFTED)  # each fold model learned its own wrong class means
+    folds = softmax(test, axis=2)  # (3, M, 10)
+    oof_probs, test_probs = softmax(oof, axis=1), softmax(test.mean(axis=0), axis=1)  # the logits averaged
+    d = decide(oof_probs, test_probs, y, fold_of, offsets="off", fold_test_probs=folds)
+    assert d.shift.shifted and d.fold_gain is not None
+    assert d.estimated_test_f1 == d.reweighted_f1 + d.fold_gain
+    # the gain the held-out labels show: the written labels against each fold model's, decided alike
+    t, b = fit_bcts(log_probs(oof_probs), y)
+    fold_f1 = [
+        macro_f1(
+            y_test, correct_priors(apply_bcts(log_probs(f), t, b), d.shift.train_priors, d.shift.test_priors).argmax(1)
+        )
+        for f in folds
+    ]
+    true_gain = macro_f1(y_test, d.test_probs.argmax(1)) - np.mean(fold_f1)
+    assert 0.02 < d.fold_gain < true_gain, (d.fold_gain, true_gain)  # most of it, and on the low side
+    after = macro_f1(y_test, d.test_probs.argmax(1))
+    assert abs(d.estimated_test_f1 - after) < abs(d.reweighted_f1 - after)  # closer than the re-weighted figure
+    # fold models that all say the same gain nothing by averaging; without fold figures the estimate is as before
+    same = decide(oof_probs, test_probs, y, fold_of, offsets="off", fold_test_probs=np.stack([test_probs] * 3))
+    assert abs(same.fold_gain) < 1e-12 and same.reweighted_f1 == d.reweighted_f1
+    plain = decide(oof_probs, test_probs, y, fold_of, offsets="off")
+    assert plain.fold_gain is None and plain.estimated_test_f1 == plain.reweighted_f1 == d.reweighted_f1

@@ -134,8 +134,11 @@ def submit_command(args) -> int:
     console.print(*submit_tables(sub.blend, sub.consensus))
     c = sub.blend.chosen
     score = f"OOF macro-F1 {sub.oof_macro_f1:.4f}" + (" (nested)" if c.nested_f1 is not None else "")
-    if sub.decisions.estimated_test_f1 is not None:
-        score += f", {sub.decisions.estimated_test_f1:.4f} re-weighted to the estimated test proportions"
+    d = sub.decisions
+    if d.reweighted_f1 is not None:
+        score += f", {d.reweighted_f1:.4f} re-weighted to the estimated test proportions"
+    if d.fold_gain is not None:
+        score += f", estimated test macro-F1 {d.estimated_test_f1:.4f} with the fold models' expected gain"
     what = f"{c.name} blend, {c.space} averaged"
     what += ", label shift corrected" if sub.decisions.shift is not None and sub.decisions.shift.shifted else ""
     what += ", macro-F1 offsets" if sub.decisions.offsets is not None and sub.decisions.offsets.applied else ""

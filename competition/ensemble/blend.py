@@ -64,6 +64,16 @@ def fold_blend(test_logits: list[np.ndarray], fold_weights: np.ndarray, k: int, 
     return combine(np.stack([to_space(t[k], space) for t in test_logits]), fold_weights[k], space)
 
 
+def candidate_fold_probs(test: dict[str, np.ndarray], candidate: Candidate) -> np.ndarray:
+    """(S, M, 10): the candidate's weights applied to each of the S fold models (or refits) of its models alone,
+    ``test`` being {model: (S, M, 10) logits} in the candidate's order; the candidate's test blend averages them
+    (a stack: its models' shares of its coefficients, an approximation)."""
+    models = list(test)
+    space = candidate.space if candidate.space in SPACES else "logits"  # a single model has no space
+    weights = np.tile(candidate.weights, (len(test[models[0]]), 1))  # (S, n_models)
+    return np.stack([fold_blend([test[m] for m in models], weights, k, space) for k in range(len(weights))])
+
+
 def objective(y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
     """What greedy selection maximises: macro-F1 (the competition metric), then minus log-loss to break the
     frequent ties of a count-based metric in favour of the better-calibrated blend."""

@@ -7,7 +7,9 @@ Two steps after the blend, each applied only when it pays:
    with a bootstrap interval; when the interval excludes the training proportions, correct the written test
    probabilities (calibrated by BCTS fitted on every out-of-fold row) to the estimate. The out-of-fold score is
    then also reported re-weighted to the estimated test proportions: the plain one describes rows with the
-   training proportions, which the test does not have.
+   training proportions, which the test does not have; and, as the estimate of the test score, plus what the
+   written labels, an average of K fold models, are expected to gain over one fold model's
+   (``confidence.fold_ensemble_gain``): each out-of-fold row is one model's.
 2. Macro-F1 offsets (``offsets.py``): per-class additive offsets on the log-probabilities, fitted on the
    out-of-fold rows and applied only when their nested gain (fold k's offsets fitted without fold k) is at
    least ``offsets.MIN_GAIN``. After a corrected shift they are fitted on the corrected out-of-fold
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import softmax
 
+from competition.ensemble.confidence import fold_ensemble_gain
 from competition.ensemble.offsets import OffsetDecision, decide_offsets
 from competition.ensemble.priors import (
     PROB_FLOOR,
@@ -57,7 +60,9 @@ class Decisions:
     shift: LabelShift | None = None  # None: the step was off
     offsets: OffsetDecision | None = None
     oof_f1: float = float("nan")  # macro-F1 of ``oof_probs`` on the out-of-fold rows
-    estimated_test_f1: float | None = None  # the same, re-weighted to the estimated test proportions (on a shift)
+    reweighted_f1: float | None = None  # the same, re-weighted to the estimated test proportions (on a shift)
+    fold_gain: float | None = None  # what the fold models' average is expected to gain over one (on a shift)
+    estimated_test_f1: float | None = None  # the two added: the estimate of the test macro-F1 (on a shift)
     lines: list[str] = field(default_factory=list)  # one line per step, for the console
 
     @property
@@ -74,6 +79,8 @@ class Decisions:
                 "test_priors": np.round(s.test_priors, 4).tolist(),
                 "lower": np.round(s.lower, 4).tolist(),
                 "upper": np.round(s.upper, 4).tolist(),
+                "reweighted_oof_macro_f1": self.reweighted_f1,
+                "fold_ensemble_gain": self.fold_gain,
                 "estimated_test_macro_f1": self.estimated_test_f1,
             }
         if self.offsets is not None:
@@ -123,16 +130,18 @@ def decide(
     label_shift: str = "auto",
     offsets: str = "auto",
     members: list[Member] | None = None,
+    fold_test_probs: np.ndarray | None = None,
 ) -> Decisions:
     """Run the label-shift and offset steps (each ``auto`` or ``off``) on a blend's honest out-of-fold
     probabilities (N, 10) and its test probabilities (M, 10). ``members``: the models whose label-shift
     estimates are averaged (``priors.fold_members``); without them the blend itself, calibrated on every
-    out-of-fold row, is the one member."""
+    out-of-fold row, is the one member. ``fold_test_probs``: (K, M, 10) each fold model's share of the test
+    blend (``blend.candidate_fold_probs``), for the fold models' expected gain in the estimate (none without)."""
     for name, mode in (("label_shift", label_shift), ("offsets", offsets)):
         if mode not in MODES:
             raise ValueError(f"unknown {name} mode {mode!r}")
     n_classes = oof_probs.shape[1]
-    oof, test, weight, shift, lines = oof_probs, test_probs, None, None, []
+    oof, test, weight, shift, lines, fold_probs = oof_probs, test_probs, None, None, [], None
     if label_shift == "auto":
         logp_oof = log_probs(oof_probs)
         temperature, bias = fit_bcts(logp_oof, y)  # calibrated first: EM needs calibrated posteriors
@@ -156,6 +165,11 @@ def decide(
             train, est = shift.train_priors, shift.test_priors
             oof, test = correct_priors(cal_oof, train, est), correct_priors(cal_test, train, est)
             weight = est[y] / np.maximum(train[y], PROB_FLOOR)  # each row as the test proportions would weigh it
+            if fold_test_probs is not None:  # each fold model's share, decided as the written blend is
+                folds = [
+                    correct_priors(apply_bcts(log_probs(f), temperature, bias), train, est) for f in fold_test_probs
+                ]
+                fold_probs = np.stack(folds)  # (K, M, 10)
     decision = None
     if offsets == "auto":
         logp_oof = log_probs(oof)  # a new array: shifted in place below
@@ -169,11 +183,21 @@ def decide(
             oof = softmax(shifted_oof, axis=1)
             test = softmax(log_probs(test) + decision.offsets, axis=1)
     pred = oof.argmax(axis=1)
-    plain, estimated = macro_f1(y, pred), None
+    plain, reweighted, gain, estimated = macro_f1(y, pred), None, None, None
     if shift is not None and shift.shifted:
-        estimated = reweighted_macro_f1(y, pred, shift.train_priors, shift.test_priors)
+        reweighted = estimated = reweighted_macro_f1(y, pred, shift.train_priors, shift.test_priors)
         lines.append(
-            f"out-of-fold macro-F1 re-weighted to the estimated test proportions: {estimated:.4f} "
+            f"out-of-fold macro-F1 re-weighted to the estimated test proportions: {reweighted:.4f} "
             f"(plain {plain:.4f}: the out-of-fold rows have the training proportions)"
         )
-    return Decisions(oof, test, shift, decision, plain, estimated, lines)
+        if fold_probs is not None and len(fold_probs) > 1:
+            shifts = decision.offsets if decision is not None and decision.applied else 0.0
+            fold_preds = (log_probs(fold_probs) + shifts).argmax(axis=2)  # (K, M)
+            gain = fold_ensemble_gain(test, test.argmax(axis=1), fold_preds)
+            estimated = reweighted + gain
+            lines.append(
+                f"estimated test macro-F1 {estimated:.4f}: that, plus {gain:+.4f} the written labels, an average of "
+                f"{len(fold_probs)} fold models, are expected to gain over one fold model's (each out-of-fold row is "
+                "one model's)"
+            )
+    return Decisions(oof, test, shift, decision, plain, reweighted, gain, estimated, lines)

@@ -21,6 +21,7 @@ from competition.ensemble.blend import (
     BlendResult,
     agreement_shift,
     blend_models,
+    candidate_fold_probs,
     shifted_blocks,
 )
 from competition.ensemble.consensus import ConsensusReport, decide_consensus, joint_groups
@@ -186,7 +187,10 @@ def make_submission(
     t0 = time.perf_counter()
     members = None if label_shift == "off" else fold_members(oof, test, comp.y, runs[0].fold_of, refits=full)
     offsets = _offsets_mode(offsets, bool(shifted))
-    decisions = decide(c.oof_probs, result.test_probs, comp.y, runs[0].fold_of, label_shift, offsets, members)
+    fold_probs = None if label_shift == "off" else candidate_fold_probs({m: test[m] for m in result.models}, c)
+    decisions = decide(
+        c.oof_probs, result.test_probs, comp.y, runs[0].fold_of, label_shift, offsets, members, fold_probs
+    )
     seconds["decisions"] = round(time.perf_counter() - t0, 1)
     for line in decisions.lines:
         console.print(line)
