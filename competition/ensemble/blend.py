@@ -64,6 +64,11 @@ def fold_blend(test_logits: list[np.ndarray], fold_weights: np.ndarray, k: int, 
     return combine(np.stack([to_space(t[k], space) for t in test_logits]), fold_weights[k], space)
 
 
+def fold_blends(test_logits: list[np.ndarray], fold_weights: np.ndarray, space: str) -> np.ndarray:
+    """(K, M, 10): every fold's ``fold_blend``."""
+    return np.stack([fold_blend(test_logits, fold_weights, k, space) for k in range(len(fold_weights))])
+
+
 def candidate_fold_probs(test: dict[str, np.ndarray], candidate: Candidate) -> np.ndarray:
     """(S, M, 10): the candidate's weights applied to each of the S fold models (or refits) of its models alone,
     ``test`` being {model: (S, M, 10) logits} in the candidate's order; the candidate's test blend averages them
@@ -71,7 +76,7 @@ def candidate_fold_probs(test: dict[str, np.ndarray], candidate: Candidate) -> n
     models = list(test)
     space = candidate.space if candidate.space in SPACES else "logits"  # a single model has no space
     weights = np.tile(candidate.weights, (len(test[models[0]]), 1))  # (S, n_models)
-    return np.stack([fold_blend([test[m] for m in models], weights, k, space) for k in range(len(weights))])
+    return fold_blends([test[m] for m in models], weights, space)
 
 
 def objective(y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from competition.config import Config
 from competition.data.load import Competition, load_competition
-from competition.ensemble.blend import combine, fold_blend, to_space
+from competition.ensemble.blend import combine, fold_blends, to_space
 from competition.ensemble.confidence import confidence_macro_f1
 from competition.ensemble.covariate import likeness_weights
 from competition.metrics import macro_f1
@@ -306,7 +306,7 @@ def confidence_estimate(manifest_path: Path, comp: Competition) -> float | None:
         return None
     space = src.space
     oof = combine(np.stack([to_space(o, space) for o in src.oof]), src.weights.mean(axis=0), space)  # (N, 10)
-    test = np.stack([fold_blend(src.test, src.weights, k, space) for k in range(folds)])  # (K, M, 10)
+    test = fold_blends(src.test, src.weights, space)  # (K, M, 10)
     return confidence_macro_f1(oof, comp.y, test, pred)
 
 
