@@ -52,6 +52,7 @@ FLAG_KEYS = _keys_with("flag")
 NOT_TUNABLE = RUN_KEYS  # a search may not change the split every trial shares, nor execution
 # The share-of-rows keys of the augmentations (see Config).
 CLASS_WEIGHTS = ("auto", "none", "balanced")  # the loss's per-class weights
+AUDIO_NORMS = ("none", "utterance")  # per-recording audio normalisation before the scaler
 MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds 0..2**32-1
 AUGMENT_P_KEYS = (
     "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p",
@@ -81,6 +82,7 @@ class Config:
     inner_share: float = 0.1
     label_smoothing: float = 0.0
     class_weight: str = "auto"
+    audio_norm: str = "none"
     shift: int = 0
     shift_p: float = 1.0
     rotate: float = 0.0
@@ -136,6 +138,7 @@ class Config:
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
             (self.class_weight in CLASS_WEIGHTS, f"class_weight must be one of {', '.join(CLASS_WEIGHTS)}"),
+            (self.audio_norm in AUDIO_NORMS, f"audio_norm must be one of {', '.join(AUDIO_NORMS)}"),
             (0 <= self.shift <= 8, "shift must be in 0..8 pixels"),
             (0 <= self.rotate <= 180, "rotate must be in 0..180 degrees"),
             (0 <= self.erase <= 1, "erase must be in [0, 1] (a share of the image)"),
@@ -220,6 +223,9 @@ KEY_DOCS: dict[str, str] = {
     "label_smoothing": "label smoothing of the cross-entropy loss",
     "class_weight": "`balanced`: each class's loss weighted by N / (10 x its rows); `none`; `auto`: balanced when the "
     "largest class of the rows trained on has at least twice the rows of the smallest, else none",
+    "audio_norm": "`utterance`: subtract from each MFCC coefficient its mean over the recording's 39 frames (cepstral "
+    "mean normalisation: removes a speaker's and a channel's constant offset; training, validation and test rows "
+    "alike) before the fold's scaler; `none`",
     "shift": "translate training images by up to this many pixels (0 = off)",
     "shift_p": "share of training rows `shift` applies to",
     "rotate": "rotate training images by up to this many degrees (0 = off)",
@@ -263,6 +269,7 @@ KEY_SECTIONS: dict[str, str] = {
     "epochs": "Training recipe",
     "early_stop": "Training length (early stopping)",
     "label_smoothing": "Loss",
+    "audio_norm": "Input normalisation",
     "shift": "Augmentation of training batches",
     "seeds": "Variance reduction (seeds, weight averaging, test-time augmentation)",
     "image_kernel": "Model hyperparameters",

@@ -1,5 +1,6 @@
 """Robust models: augmentations (training rows only, shapes, dtypes, seeding), the gated and attention fusion
-models, the lazily imported timm backbones, and bench/degrade.py's degraded competition copies."""
+models, the lazily imported timm backbones, per-recording audio normalisation, and bench/degrade.py's degraded
+competition copies."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from torch import nn
 
 from competition.config import Config, load_config
 from competition.data.duplicates import duplicate_ids
-from competition.data.load import load_competition
+from competition.data.load import load_competition, normalise_audio
 from competition.models import create_model, model_hparams
 from competition.train import augment, cv
 from competition.train import learner as training
+from competition.train.unit import fit_unit
 from competition.utils.errors import UserError
 from competition.utils.paths import RECIPES_DIR
 
@@ -439,3 +441,31 @@ def test_figures_script_scores_runs_out_of_fold_and_on_the_holdout(tiny_data, tm
     assert len(paired) == 1 and paired[0].count("p = ") == 2  # McNemar, out of fold and held out
     vs_single = [line for line in lines if line.startswith("| rob | gated |") and "vs " in line]
     assert len(vs_single) == 1 and vs_single[0].count(" vs ") == 2  # against the best single modality, both ways
+
+
+def test_utterance_normalisation_centres_each_coefficient_and_forgets_a_constant_offset():
+    rng = np.random.default_rng(0)
+    audio = rng.normal(size=(5, 507)).astype(np.float32)
+    assert normalise_audio(audio, "none") is audio  # off: the very array, so runs without it are unchanged
+    out = normalise_audio(audio, "utterance")
+    assert out.shape == audio.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out.reshape(5, 39, 13).mean(axis=1), 0.0, atol=1e-5)
+    offset = np.tile(rng.normal(scale=5.0, size=(5, 1, 13)), (1, 39, 1)).reshape(5, 507)  # a voice's / channel's
+    np.testing.assert_allclose(normalise_audio(audio + offset, "utterance"), out, atol=1e-4)
+
+
+@pytest.mark.parametrize("norm", ["none", "utterance"])
+def test_utterance_normalised_models_ignore_a_new_speakers_constant_mfcc_offset(tiny_src, norm):
+    """A constant per-coefficient offset on the test recordings (another voice or microphone): the test logits
+    of a unit trained with ``audio_norm=utterance`` do not move; without it they do."""
+    import dataclasses
+
+    comp = load_competition(tiny_src)
+    cfg = load_config("default", {"epochs": 1, "batch_size": 32, "audio_norm": norm})
+    shift = np.tile(np.linspace(-3, 3, 13, dtype=np.float32), 39)  # (507,): the same offset in every frame
+    moved = dataclasses.replace(comp, test_audio=comp.test_audio + shift)
+    rows = np.arange(comp.n_train)
+    _, before, ckpt = fit_unit(comp, cfg, "audio", rows, 0, "cpu", 1)
+    _, after, _ = fit_unit(moved, cfg, "audio", rows, 0, "cpu", 1)
+    assert ckpt["config"]["audio_norm"] == norm  # the checkpoint says how its audio was prepared
+    assert np.allclose(before, after, atol=1e-3) == (norm == "utterance")

@@ -163,6 +163,15 @@ def load_competition(root: str | Path | None = None) -> Competition:
     )
 
 
+def normalise_audio(audio: np.ndarray, how: str = "none") -> np.ndarray:
+    """(N, 507) -> (N, 507): ``how="utterance"`` subtracts each coefficient's mean over the row's 39 frames (cepstral
+    mean normalisation, a per-row transform: nothing is fit, so no leakage); ``"none"`` returns ``audio`` itself."""
+    if how == "none":
+        return audio
+    frames = audio.reshape(len(audio), AUDIO_FRAMES, AUDIO_COEFS)  # (N, 39, 13), frame-major
+    return (frames - frames.mean(axis=1, keepdims=True)).reshape(len(audio), AUDIO_WIDTH).astype(audio.dtype)
+
+
 def fit_audio_scaler(audio: np.ndarray, train_idx: np.ndarray) -> StandardScaler:
     """Standardise each MFCC feature with statistics of the fold's training rows only (no leakage)."""
     return StandardScaler().fit(audio[train_idx])

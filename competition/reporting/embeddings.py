@@ -12,7 +12,7 @@ from sklearn.cluster import KMeans
 from sklearn.manifold import TSNE
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from competition.data.load import N_CLASSES, Competition
+from competition.data.load import N_CLASSES, Competition, normalise_audio
 from competition.store.runs import checkpoint_path, load_checkpoint, load_unit, unit_files
 from competition.utils.errors import UserError
 
@@ -83,7 +83,8 @@ def fusion_embeddings(
         model = create_model("fusion", **ckpt["hparams"])
         model.load_state_dict(ckpt["state_dict"])
         model.eval()
-        audio = ((comp.audio[idx] - ckpt["audio_mean"]) / ckpt["audio_scale"]).astype(np.float32)
+        raw = normalise_audio(comp.audio[idx], ckpt.get("config", {}).get("audio_norm", "none"))  # as it trained
+        audio = ((raw - ckpt["audio_mean"]) / ckpt["audio_scale"]).astype(np.float32)
         parts = {k: [] for k in EMBED_KINDS}
         with torch.no_grad():
             for i in range(0, len(idx), ENCODE_BATCH):

@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from competition.config import Config
-from competition.data.load import N_CLASSES, fit_audio_scaler
+from competition.data.load import N_CLASSES, fit_audio_scaler, normalise_audio
 from competition.metrics import scores
 from competition.models import create_model
 from competition.store.runs import UnitResult
@@ -115,11 +115,12 @@ class UnitGroup:
         n = comp.n_train
         self.seeds = [unit_seed(cfg.seed, model, fold, seed) for fold, seed in units]
         self.scalers, audio, targets, self.train_rows, self.val_rows = [], [], [], [], []
+        raw, raw_test = normalise_audio(comp.audio, cfg.audio_norm), normalise_audio(comp.test_audio, cfg.audio_norm)
         for fold, _ in units:
             tr = np.flatnonzero(job.fold_of != fold)
-            scaler = fit_audio_scaler(comp.audio, tr)  # training rows only, as fit_unit
+            scaler = fit_audio_scaler(raw, tr)  # training rows only, as fit_unit
             self.scalers.append(scaler)
-            both = np.concatenate([scaler.transform(comp.audio), scaler.transform(comp.test_audio)])
+            both = np.concatenate([scaler.transform(raw), scaler.transform(raw_test)])
             audio.append(both.astype(np.float32))  # (N + M, 507)
             target = np.concatenate([comp.y, np.zeros(comp.n_test, dtype=comp.y.dtype)])
             extra = job.pseudo.get(fold)

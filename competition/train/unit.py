@@ -14,7 +14,7 @@ import pandas as pd
 
 from competition.config import Config
 from competition.data.duplicates import duplicate_groups
-from competition.data.load import Competition, fit_audio_scaler
+from competition.data.load import Competition, fit_audio_scaler, normalise_audio
 from competition.metrics import scores
 from competition.splits.kinds import inner_split
 from competition.store.atomic import write_npz, write_text, write_torch
@@ -70,9 +70,10 @@ def fit_unit(
     import torch
 
     torch.set_num_threads(threads)
-    scaler = fit_audio_scaler(comp.audio, rows)  # training rows only: no leakage from validation rows
-    audio = scaler.transform(comp.audio).astype(np.float32)
-    test_audio = scaler.transform(comp.test_audio).astype(np.float32)
+    raw, raw_test = normalise_audio(comp.audio, cfg.audio_norm), normalise_audio(comp.test_audio, cfg.audio_norm)
+    scaler = fit_audio_scaler(raw, rows)  # training rows only: no leakage from validation rows
+    audio = scaler.transform(raw).astype(np.float32)
+    test_audio = scaler.transform(raw_test).astype(np.float32)
     inner = inner_rows(comp, rows, cfg, seed) if cfg.early_stop else None  # never a validation row
     train = (comp.image[rows], audio[rows], comp.y[rows])
     if extra is not None:  # cv --pseudo: the fold's confident test rows with their labels (pseudo.py)
