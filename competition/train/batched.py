@@ -18,7 +18,7 @@ import torch
 from torch.nn import functional as F
 
 from competition.config import Config
-from competition.data.load import N_CLASSES, fit_audio_scaler, normalise_audio
+from competition.data.load import N_CLASSES
 from competition.metrics import scores
 from competition.models import create_model
 from competition.store.runs import UnitResult
@@ -26,7 +26,7 @@ from competition.train.augment import augment_batch, tta_views
 from competition.train.learner import check_finite, class_weights, model_kwargs, seed_everything
 from competition.train.progress import EpochEvent, EventSink
 from competition.train.stacked_adam import StackedAdam
-from competition.train.unit import CVJob, planned_epochs, unit_checkpoint, unit_seed, write_unit
+from competition.train.unit import CVJob, planned_epochs, unit_audio, unit_checkpoint, unit_seed, write_unit
 
 # The models and devices where the batched path was measured faster than unit-by-unit training; batch_units=auto
 # batches only these. CPU (2 cores): slower for every model (bench/results/batched.md). CUDA: not measured in the
@@ -115,13 +115,11 @@ class UnitGroup:
         n = comp.n_train
         self.seeds = [unit_seed(cfg.seed, model, fold, seed) for fold, seed in units]
         self.scalers, audio, targets, self.train_rows, self.val_rows = [], [], [], [], []
-        raw, raw_test = normalise_audio(comp.audio, cfg.audio_norm), normalise_audio(comp.test_audio, cfg.audio_norm)
         for fold, _ in units:
             tr = np.flatnonzero(job.fold_of != fold)
-            scaler = fit_audio_scaler(raw, tr)  # training rows only, as fit_unit
+            scaler, train_audio, test_audio = unit_audio(comp, cfg, tr)  # as fit_unit
             self.scalers.append(scaler)
-            both = np.concatenate([scaler.transform(raw), scaler.transform(raw_test)])
-            audio.append(both.astype(np.float32))  # (N + M, 507)
+            audio.append(np.concatenate([train_audio, test_audio]))  # (N + M, 507)
             target = np.concatenate([comp.y, np.zeros(comp.n_test, dtype=comp.y.dtype)])
             extra = job.pseudo.get(fold)
             if extra is not None:  # cv --pseudo: the fold's test rows with their pseudo-labels, after its own rows

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.preprocessing import StandardScaler
 
 from competition.config import Config
 from competition.data.duplicates import duplicate_groups
@@ -59,6 +60,15 @@ def inner_rows(comp: Competition, rows: np.ndarray, cfg: Config, seed: int) -> n
     return inner_split(comp.y[rows], duplicate_groups(comp.image, comp.audio)[rows], cfg.inner_share, seed)
 
 
+def unit_audio(comp: Competition, cfg: Config, rows: np.ndarray) -> tuple[StandardScaler, np.ndarray, np.ndarray]:
+    """A unit's audio inputs: (its scaler, the (N, 507) training and (M, 507) test audio), each recording normalised
+    as ``cfg.audio_norm`` says, then standardised with the statistics of the training ``rows`` only (no leakage
+    from validation rows). The one preparation of fold units, batched units and refits."""
+    raw, raw_test = normalise_audio(comp.audio, cfg.audio_norm), normalise_audio(comp.test_audio, cfg.audio_norm)
+    scaler = fit_audio_scaler(raw, rows)
+    return scaler, scaler.transform(raw).astype(np.float32), scaler.transform(raw_test).astype(np.float32)
+
+
 def fit_unit(
     comp: Competition, cfg: Config, model: str, rows: np.ndarray, seed: int, device: str, threads: int,
     val_rows: np.ndarray | None = None, extra: tuple[np.ndarray, np.ndarray] | None = None, on_epoch=None,
@@ -70,10 +80,7 @@ def fit_unit(
     import torch
 
     torch.set_num_threads(threads)
-    raw, raw_test = normalise_audio(comp.audio, cfg.audio_norm), normalise_audio(comp.test_audio, cfg.audio_norm)
-    scaler = fit_audio_scaler(raw, rows)  # training rows only: no leakage from validation rows
-    audio = scaler.transform(raw).astype(np.float32)
-    test_audio = scaler.transform(raw_test).astype(np.float32)
+    scaler, audio, test_audio = unit_audio(comp, cfg, rows)
     inner = inner_rows(comp, rows, cfg, seed) if cfg.early_stop else None  # never a validation row
     train = (comp.image[rows], audio[rows], comp.y[rows])
     if extra is not None:  # cv --pseudo: the fold's confident test rows with their labels (pseudo.py)
