@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +190,29 @@ def test_ctrl_c_on_a_two_worker_cv_exits_130_with_one_line_and_keeps_finished_un
         with np.load(path) as z:
             assert z["test_logits"].shape == (60, 10) and np.isfinite(z["oof_logits"]).all()
     assert not list(wd.rglob("*.tmp"))
+
+
+def _nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_parallel_results_left_early_cancel_the_rest_without_a_warning():
+    """Left on an interrupt while other tasks still run, the results generator is closed then and quietly:
+    joblib would otherwise warn about the cancelled tasks later, after the run's one `interrupted:` line."""
+    from joblib import delayed
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with (
+            pytest.raises(KeyboardInterrupt),
+            executor.unordered((delayed(_nap)(s) for s in [0, 30, 30]), 2) as results,
+        ):
+            for _ in results:
+                raise KeyboardInterrupt
+        del results
+        gc.collect()  # where joblib would warn if the generator were still open
+    assert [str(w.message) for w in record] == []
 
 
 def test_per_model_keys_change_only_that_model(tiny_data, tmp_path):

@@ -9,7 +9,9 @@ import os
 import queue
 import signal
 import threading
-from typing import Protocol
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 from competition.config import Config
 from competition.store.runs import UnitResult
@@ -86,7 +88,7 @@ class LocalExecutor:
 def _parallel(job: CVJob, tasks: list[tuple[bool, Units]], workers: int, threads: int, progress) -> None:
     from multiprocessing.managers import SyncManager
 
-    from joblib import Parallel, delayed, parallel_config
+    from joblib import delayed, parallel_config
 
     # Ctrl-C reaches the whole process group: only this process acts on it. The helper processes ignore
     # it, and joblib stops the workers (loky kills their process trees with psutil).
@@ -110,15 +112,30 @@ def _parallel(job: CVJob, tasks: list[tuple[bool, Units]], workers: int, threads
         drainer = threading.Thread(target=drain, daemon=True)
         drainer.start()
         try:
-            results = Parallel(n_jobs=workers, return_as="generator_unordered")(
-                delayed(train_task)(job, batched, units, threads, events) for batched, units in tasks
-            )
-            for task_results in results:
-                for result in task_results:
-                    progress.unit_trained(result)
+            calls = (delayed(train_task)(job, batched, units, threads, events) for batched, units in tasks)
+            with unordered(calls, workers) as results:
+                for task_results in results:
+                    for result in task_results:
+                        progress.unit_trained(result)
         finally:
             stop.set()
             drainer.join(timeout=2)
+
+
+@contextlib.contextmanager
+def unordered(calls: Iterable[Any], workers: int) -> Iterator[Iterator[Any]]:
+    """joblib's results in the order they finish, on ``workers`` processes. Left early (an error, Ctrl-C), the
+    generator is closed here and quietly: the tasks still running are cancelled on purpose, and joblib would
+    otherwise warn so when the generator is collected, after the run's one ``interrupted:`` line."""
+    from joblib import Parallel
+
+    results = Parallel(n_jobs=workers, return_as="generator_unordered")(calls)
+    try:
+        yield results
+    finally:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*still being processed by the workers", category=UserWarning)
+            results.close()
 
 
 @contextlib.contextmanager

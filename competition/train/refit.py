@@ -22,7 +22,7 @@ import numpy as np
 from competition.config import Config, load_config
 from competition.data.load import N_CLASSES, Competition
 from competition.store.atomic import write_npz, write_torch
-from competition.train.executor import plan_workers
+from competition.train.executor import plan_workers, unordered
 from competition.train.learner import resolve_device
 from competition.train.unit import fit_unit, unit_seed
 from competition.utils.console import console
@@ -85,13 +85,12 @@ def refit_run(
             for m, s in todo:
                 report(refit_unit(comp, cfg, m, s, run_dir, device, threads))
         else:
-            from joblib import Parallel, delayed
+            from joblib import delayed
 
-            jobs = Parallel(n_jobs=workers, return_as="generator_unordered")(
-                delayed(refit_unit)(comp, cfg, m, s, run_dir, device, threads) for m, s in todo
-            )
-            for r in jobs:
-                report(r)
+            calls = (delayed(refit_unit)(comp, cfg, m, s, run_dir, device, threads) for m, s in todo)
+            with unordered(calls, workers) as jobs:
+                for r in jobs:
+                    report(r)
     out = {}
     for m in models:
         logits = []
