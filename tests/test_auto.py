@@ -11,7 +11,7 @@ import pytest
 from competition.cli import main
 from competition.config import resolve_config
 from competition.pipeline import run as auto_run
-from competition.pipeline.plan import BLEND, Profile, es_factor, make_plan, submit_seconds
+from competition.pipeline.plan import BLEND, STAGE_OVERHEAD_S, Profile, es_factor, make_plan, submit_seconds
 from competition.train.cv import DeadlineReached, train_claimed
 from competition.train.executor import LocalExecutor
 from competition.utils.errors import UserError
@@ -81,6 +81,30 @@ def test_a_stage_that_would_not_fit_is_skipped_and_said_so():
     plan = make_plan(profile(True), SPEEDS, 1.0, "best")
     assert not plan.chosen and all(s.why for s in plan.stages)
     assert any("would not fit" in line for line in plan.lines())
+
+
+def test_a_pseudo_round_is_priced_by_the_rows_its_written_source_labels():
+    p = profile(True)
+    assumed = make_plan(p, SPEEDS, 3600, "best")
+    cv = by(assumed, "cv")
+    assert "~80% of the test rows assumed" in cv["auto-pseudo"].why  # before auto-es's submission is written
+    rows = {"auto-es": 600.0, "auto-pseudo": 6000.0}  # written: 10 % of the test rows, then all of them
+    measured = by(make_plan(p, SPEEDS, 3600, "best", pseudo_rows=rows), "cv")
+    assert "600 pseudo-labelled rows per fold" in measured["auto-pseudo"].why
+    training = lambda s: s.seconds - STAGE_OVERHEAD_S  # noqa: E731  (fusion's units set the stage: x rows)
+    fold_rows = p.n_train * (p.folds - 1) / p.folds  # 19,200
+    assert training(measured["auto-pseudo"]) / training(cv["auto-pseudo"]) == pytest.approx(
+        (fold_rows + 600) / (fold_rows + 0.8 * p.n_test)
+    )
+    assert training(measured["auto-pseudo2"]) / training(cv["auto-pseudo2"]) == pytest.approx(
+        (fold_rows + 6000) / (fold_rows + 0.8 * p.n_test)
+    )
+    # time for the assumed plan's stages up to the second round: priced by its measured rows, it no longer fits
+    limit = sum(s.seconds for s in assumed.chosen if s.name != BLEND) + 1
+    assert by(make_plan(p, SPEEDS, limit, "best"), "cv")["auto-pseudo2"].chosen
+    tight = make_plan(p, SPEEDS, limit, "best", pseudo_rows={"auto-pseudo": 6000.0})
+    second = by(tight, "cv")["auto-pseudo2"]
+    assert not second.chosen and second.why.startswith("would not fit:") and "6000 pseudo-labelled" in second.why
 
 
 def test_fast_is_the_base_recipe_and_best_unshifted_skips_the_pseudo_round():

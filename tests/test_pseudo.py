@@ -154,6 +154,20 @@ def test_pseudo_rows_join_each_folds_training_rows_never_its_validation_rows(bas
     assert manifest["models"] == ["base/fusion", "base/image", f"{run_dir.name}/image"]
 
 
+def test_auto_prices_a_round_by_the_rows_cv_then_adds(base, tiny_data):
+    """``auto`` prices a pseudo-label round by the rows its written source labels: the very sets the round saves."""
+    from competition.pipeline.run import round_rows
+
+    wd, sub = base
+    comp = load_competition(tiny_data)
+    rows = round_rows(sub.with_suffix(".json"), Config(folds=2), comp, wd)
+    assert pseudo_cv(tiny_data, wd, sub, "--run", "p") == 0
+    with np.load(wd / "p" / "pseudo.npz") as z:
+        saved = [len(z[f"idx{k}"]) for k in range(2)]
+    assert rows == np.mean(saved) > 0
+    assert round_rows(sub.with_suffix(".json"), Config(folds=2), comp, wd / "nowhere") is None  # no split saved there
+
+
 def test_resume_same_submission_same_predictions_changed_one_refused(base, tiny_data, capsys):
     wd, sub = base
     assert pseudo_cv(tiny_data, wd, sub, "--run", "p1") == 0

@@ -11,7 +11,7 @@ lever joins with a new entry; the planner (``make_plan``) then prices it and kee
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ EVAL_OVERHEAD = 1.15  # per epoch: the validation pass, and the test logits at t
 STAGE_OVERHEAD_S = 5.0  # per cv stage: starting worker processes, loading, scoring
 # A pseudo-label round adds about this share of the test rows to each fold's rows: 72-87 % measured on first rounds of
 # new-speaker testbeds, 86-93 % on second rounds, whose sources label more rows confidently (bench/results/auto.md).
+# Used until the round's source submission is written; then the plan is remade with the rows it labels.
 PSEUDO_TEST_SHARE = 0.8
 SUBMIT_BASE_S = 6.0  # a submission: loading, consensus grouping, writing
 SUBMIT_S_PER_ROW_MODEL = 8e-4  # a submission's blends and their nested scores, per training row and blended model
@@ -243,12 +244,14 @@ def check_preset(preset: str) -> str:
 
 def make_plan(
     profile: Profile, speeds: Speeds, limit: float, preset: str, levers: tuple[Lever, ...] = LEVERS,
-    pace: float = 1.0, done: frozenset[str] = frozenset(),
+    pace: float = 1.0, done: frozenset[str] = frozenset(), pseudo_rows: Mapping[str, float] | None = None,
 ) -> Plan:  # fmt: skip
     """The stages, in order, chosen or skipped with the reason, priced from ``speeds``, within ``limit`` seconds.
     A plan remade part-way (``run_auto``) passes ``pace``, the measured over the estimated seconds of the stages
-    trained so far, which the time a stage needs is (its ``seconds`` stay the estimate from ``speeds``), and
-    ``done``, the levers whose run and submission are finished: they cost nothing."""
+    trained so far, which the time a stage needs is (its ``seconds`` stay the estimate from ``speeds``),
+    ``done``, the levers whose run and submission are finished: they cost nothing, and ``pseudo_rows``: for a
+    written submission, the test rows per fold (mean) a pseudo-label round on it adds, where
+    ``PSEUDO_TEST_SHARE`` of the test rows is assumed otherwise."""
     check_preset(preset)
     missing = [m for m in profile.models if m not in speeds]
     if missing:
@@ -257,20 +260,29 @@ def make_plan(
     chosen: list[Stage] = []  # cv stages
     left = float(limit)
 
-    def price(lever: Lever) -> tuple[float, float, dict[str, Any], str]:
-        """(cv seconds incl. its submission, longest unit, overrides, pseudo source) of ``lever`` now."""
-        overrides, factor, source, extra = lever.overrides(profile), lever.epoch_factor(profile), "", 0.0
+    measured = pseudo_rows or {}
+
+    def price(lever: Lever) -> tuple[float, float, dict[str, Any], str, str]:
+        """(cv seconds incl. its submission, longest unit, overrides, pseudo source, a note on the pseudo rows)
+        of ``lever`` now."""
+        overrides, factor, source, extra, rows = lever.overrides(profile), lever.epoch_factor(profile), "", 0.0, ""
         if lever.pseudo and chosen:
             src = chosen[-1]
             overrides = {**src.overrides, **overrides}  # the source's recipe, one round further
             factor = max(factor, es_factor(profile) if src.overrides.get("early_stop") else 1.0)
-            source, extra = src.name, PSEUDO_TEST_SHARE * profile.n_test
+            source = src.name
+            if source in measured:
+                extra, rows = measured[source], f"{measured[source]:.0f} pseudo-labelled rows per fold"
+            else:
+                extra, rows = PSEUDO_TEST_SHARE * profile.n_test, f"~{PSEUDO_TEST_SHARE:.0%} of the test rows assumed"
         seconds, unit = cv_seconds(profile, speeds, factor, extra)
-        return seconds + submit_seconds(profile, len(profile.models)), unit, overrides, source
+        return seconds + submit_seconds(profile, len(profile.models)), unit, overrides, source, rows
 
     for lever in levers:
         ok, why = lever.want(profile, Context(preset, tuple(chosen), left))
-        seconds, unit, overrides, source = price(lever)
+        seconds, unit, overrides, source, rows = price(lever)
+        if ok and rows:
+            why += f" ({rows})"
         needed = 0.0 if lever.name in done else seconds * pace
         if ok and needed > left:
             ok, why = False, f"would not fit: ~{duration(needed)} needed, {duration(left)} left ({why})"

@@ -32,9 +32,10 @@ from competition.pipeline.plan import BLEND, Plan, Stage, duration, make_plan
 from competition.pipeline.probe import measure_profile, probe_speeds
 from competition.store.atomic import check_writable, write_bytes, write_json
 from competition.store.loading import load_finished_run, load_runs
-from competition.store.readers import read_manifest
-from competition.store.runs import unit_finished
+from competition.store.readers import read_folds, read_manifest
+from competition.store.runs import split_fingerprint, unit_finished
 from competition.submission.submit import make_submission
+from competition.train import pseudo
 from competition.train.cv import DeadlineReached, run_cv
 from competition.train.executor import Executor, LocalExecutor, plan_workers
 from competition.train.learner import resolve_device
@@ -134,6 +135,7 @@ def run_auto(
     outcomes: list[StageOutcome] = []
     finished: set[str] = set()  # "cv:<name>", "submit:<name>"
     pace = 1.0  # measured / planned seconds of the latest cv stage trained: later stages are priced with it
+    pseudo_rows: dict[str, float] = {}  # written submission -> the test rows per fold a round on it adds
     replans: list[str] = []
     try:
         while len(outcomes) < len(plan.stages):  # the plan may be remade after a stage; its stage order is fixed
@@ -145,7 +147,10 @@ def run_auto(
                 pace = min(max(outcome.seconds / outcome.planned, MIN_PACE), MAX_PACE)
                 _say(quiet, f"auto: {stage.name} took {pace:.2f}x its estimate: later stages are priced so")
             if stage.kind == "submit" and f"submit:{stage.name}" in finished and stage.name != BLEND:
-                plan, note = _replan(plan, len(outcomes), deadline, pace, finished)
+                rows = round_rows(out / f"{stage.name}.json", base, comp, workdir)
+                if rows is not None:
+                    pseudo_rows[stage.name] = rows
+                plan, note = _replan(plan, len(outcomes), deadline, pace, finished, pseudo_rows)
                 if note:
                     replans.append(note)
                     _say(quiet, note)
@@ -155,12 +160,29 @@ def run_auto(
     return result
 
 
-def _replan(plan: Plan, ran: int, deadline: float, pace: float, finished: set[str]) -> tuple[Plan, str]:
+def round_rows(submission: Path, base: Config, comp: Competition, workdir: Path) -> float | None:
+    """The test rows per fold (mean) that a pseudo-label round on the written ``submission`` adds: the very sets
+    ``cv --pseudo`` computes (``train.pseudo``), so the plan prices the round by the rows it will train on. None
+    when they cannot be computed here (the round itself then says why)."""
+    try:
+        fold_of = read_folds(workdir)[0]["fold"].to_numpy()
+        cfg = dataclasses.replace(base, pseudo=str(submission.resolve()))
+        rnd = pseudo.compute(workdir / "-", comp, fold_of, split_fingerprint(fold_of), cfg)
+    except (OSError, KeyError, ValueError, UserError):
+        return None
+    return float(np.mean([len(s.idx) for s in rnd.sets]))
+
+
+def _replan(
+    plan: Plan, ran: int, deadline: float, pace: float, finished: set[str], pseudo_rows: dict[str, float] | None = None
+) -> tuple[Plan, str]:
     """The plan remade for the time left at the measured ``pace`` after its first ``ran`` stages: a stage skipped
-    because it would not fit may fit now (the probe priced high), a chosen one may no longer. The stages run so
-    far stay as they were; the note says what changed ("" when nothing did)."""
+    because it would not fit may fit now (the probe priced high), a chosen one may no longer; a pseudo-label round
+    is priced by the rows its written source submission labels (``pseudo_rows``). The stages run so far stay as
+    they were; the note says what changed ("" when nothing did)."""
     done = frozenset(n.split(":", 1)[1] for n in finished if n.startswith("submit:"))
-    new = make_plan(plan.profile, plan.speeds, deadline - time.time() - RESERVE_S, plan.preset, pace=pace, done=done)
+    left = deadline - time.time() - RESERVE_S
+    new = make_plan(plan.profile, plan.speeds, left, plan.preset, pace=pace, done=done, pseudo_rows=pseudo_rows)
     stages = plan.stages[:ran] + new.stages[ran:]
     changes = [
         f"{s.kind} {s.name} {'now fits' if s.chosen else 'no longer fits'}"
