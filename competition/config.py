@@ -52,7 +52,11 @@ FLAG_KEYS = _keys_with("flag")
 NOT_TUNABLE = RUN_KEYS  # a search may not change the split every trial shares, nor execution
 # The share-of-rows keys of the augmentations (see Config).
 CLASS_WEIGHTS = ("auto", "none", "balanced")  # the loss's per-class weights
-AUDIO_NORMS = ("none", "utterance")  # per-recording audio normalisation before the scaler
+AUDIO_NORMS = ("none", "utterance")
+PSEUDO_INITS = (
+    "scratch",
+    "source",
+)  # where a pseudo-label round's units start  # per-recording audio normalisation before the scaler
 MAX_SEED = 2**32 - 1  # numpy's RandomState takes seeds 0..2**32-1
 AUGMENT_P_KEYS = (
     "shift_p", "rotate_p", "erase_p", "image_noise_p", "audio_mix_p", "time_mask_p", "freq_mask_p", "audio_noise_p",
@@ -71,6 +75,7 @@ class Config:
     models: list[str] = field(default_factory=lambda: ["fusion", "image", "audio"])
     pseudo: str = ""
     pseudo_precision: float = 0.995
+    pseudo_init: str = "scratch"
     epochs: int = 6
     batch_size: int = 128
     lr: float = 3e-3
@@ -129,6 +134,7 @@ class Config:
             (self.folds >= 2, "folds must be >= 2"),
             (0 <= self.seed <= MAX_SEED, f"seed must be in 0..{MAX_SEED} (numpy's seed range)"),
             (0 < self.pseudo_precision <= 1, "pseudo_precision must be in (0, 1]"),
+            (self.pseudo_init in PSEUDO_INITS, f"pseudo_init must be one of {', '.join(PSEUDO_INITS)}"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.max_epochs >= 2, "max_epochs must be >= 2 (a warm-up epoch and a decay epoch)"),
             (self.patience >= 1, "patience must be >= 1"),
@@ -210,6 +216,8 @@ KEY_DOCS: dict[str, str] = {
     "rows added to each fold's training rows; empty = none (set with `--pseudo`)",
     "pseudo_precision": "the out-of-fold accuracy the pseudo-labelled rows' confidence threshold must reach (strict: "
     "on shifted test rows the same confidence is right less often than out of fold)",
+    "pseudo_init": "where a pseudo-label round's units start: `scratch` (a fresh initialisation) or `source` (the "
+    "weights of the source submission's same model and fold, which never saw that fold's labels)",
     "epochs": "training epochs per unit (a fixed length; unused when `early_stop` is on)",
     "batch_size": "training batch size",
     "lr": "peak learning rate (the one-cycle schedule's maximum)",

@@ -39,46 +39,57 @@ def test_best_on_shifted_data_plans_the_base_early_stopping_a_pseudo_round_and_t
     assert cv["auto-base"].chosen and "first" in cv["auto-base"].why  # a submission early, whatever comes later
     assert cv["auto-es"].chosen and cv["auto-es"].overrides == {"early_stop": True, "erase": 0.3, "erase_p": 0.5}
     assert cv["auto-pseudo"].chosen and cv["auto-pseudo"].pseudo_from == "auto-es"
-    assert cv["auto-pseudo"].overrides == cv["auto-es"].overrides  # one round further on the source's recipe
+    # one round further on the source's recipe, each unit starting from the source's model of its fold
+    warm = cv["auto-es"].overrides | {"pseudo_init": "source"}
+    assert cv["auto-pseudo"].overrides == warm
     assert cv["auto-pseudo2"].chosen and cv["auto-pseudo2"].pseudo_from == "auto-pseudo"  # a second round on the first
-    assert cv["auto-pseudo2"].overrides == cv["auto-es"].overrides
-    assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es", "auto-pseudo", "auto-pseudo2")
+    assert cv["auto-pseudo4"].chosen and cv["auto-pseudo4"].pseudo_from == "auto-pseudo3"  # and so on, four at most
+    assert all(cv[f"auto-pseudo{r}"].overrides == warm for r in (2, 3, 4)) and "auto-pseudo5" not in cv
+    rounds = ("auto-pseudo", "auto-pseudo2", "auto-pseudo3", "auto-pseudo4")
+    assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es", *rounds)
     assert plan.seconds <= 3600
     # the time factor: early stopping's epochs for this size (~2.2x at 24,000 rows), the pseudo round more (its
     # extra rows); the fewer the rows, the more epochs early stopping trains (3x and 4x measured at ~1,700 rows)
     ratio = cv["auto-es"].seconds / cv["auto-base"].seconds
     assert abs(ratio - es_factor(profile(True))) < 0.1 and 2.0 < ratio < 2.3
-    assert cv["auto-pseudo"].seconds > cv["auto-es"].seconds
+    # a round starts from its source's fold models: max(1, 0.4 x early stopping's) epochs, on more rows
+    rows = 24000 * 4 / 5
+    assert cv["auto-pseudo"].seconds - 5 == pytest.approx((cv["auto-base"].seconds - 5) * (rows + 4800) / rows)
+    assert cv["auto-pseudo"].seconds < cv["auto-es"].seconds
+    small = by(make_plan(profile(True, n_train=1689, n_test=900), SPEEDS, 3600, "best"), "cv")
+    rows = 1689 * 4 / 5  # there 0.4 x early stopping's 3.7x the base epochs
+    assert small["auto-pseudo"].seconds - 5 == pytest.approx((small["auto-es"].seconds - 5) * 0.4 * (rows + 720) / rows)
     assert 3.5 < es_factor(profile(True, n_train=1689)) < 3.9 and es_factor(profile(True, n_train=10**7)) == 1.5
     assert es_factor(profile(True, n_train=10, max_epochs=12)) == 2.0  # at most max_epochs
 
 
 def test_a_stage_that_would_not_fit_is_skipped_and_said_so():
-    full = make_plan(profile(True), SPEEDS, 3600, "best")
+    SLOW = {m: v * 10 for m, v in SPEEDS.items()}  # noqa: N806  (training, not the submissions, sets the time)
+    full = make_plan(profile(True), SLOW, 3600, "best")
     cost = {s.name: s.seconds for s in full.stages if s.kind == "cv"}
     sub = {s.name: s.seconds for s in full.stages if s.kind == "submit"}
     # the base run, early stopping and the blend of the two: the pseudo round does not fit, the blend does
     blend_s = submit_seconds(profile(True), 6)  # two runs of three models
     assert cost["auto-pseudo"] > blend_s + 1
     limit = cost["auto-base"] + sub["auto-base"] + cost["auto-es"] + sub["auto-es"] + blend_s + 1
-    cv = by(plan := make_plan(profile(True), SPEEDS, limit, "best"), "cv")
+    cv = by(plan := make_plan(profile(True), SLOW, limit, "best"), "cv")
     assert cv["auto-base"].chosen and cv["auto-es"].chosen and not cv["auto-pseudo"].chosen
     assert cv["auto-pseudo"].why.startswith("would not fit:")
-    assert not cv["auto-pseudo2"].chosen and "no first pseudo-label round" in cv["auto-pseudo2"].why
+    assert not cv["auto-pseudo2"].chosen and "no pseudo-label round before it" in cv["auto-pseudo2"].why
     assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es")
     # time for one round, not two: the second is skipped and said so
     limit += cost["auto-pseudo"] + sub["auto-pseudo"] + submit_seconds(profile(True), 9) - blend_s  # blend of three
-    cv = by(plan := make_plan(profile(True), SPEEDS, limit, "best"), "cv")
+    cv = by(plan := make_plan(profile(True), SLOW, limit, "best"), "cv")
     assert cv["auto-pseudo"].chosen and not cv["auto-pseudo2"].chosen
     assert cv["auto-pseudo2"].why.startswith("would not fit:")
     assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es", "auto-pseudo")
     # less time: the base run only; early stopping would not fit, nor would a pseudo round on the base run
-    cv = by(plan := make_plan(profile(True), SPEEDS, cost["auto-base"] + sub["auto-base"] + 5, "best"), "cv")
+    cv = by(plan := make_plan(profile(True), SLOW, cost["auto-base"] + sub["auto-base"] + 5, "best"), "cv")
     assert cv["auto-base"].chosen
     assert not cv["auto-es"].chosen and cv["auto-es"].why.startswith("would not fit:")
     assert not cv["auto-pseudo"].chosen and not by(plan, "submit")[BLEND].chosen
     # nothing fits: every stage skipped, each with its reason
-    plan = make_plan(profile(True), SPEEDS, 1.0, "best")
+    plan = make_plan(profile(True), SLOW, 1.0, "best")
     assert not plan.chosen and all(s.why for s in plan.stages)
     assert any("would not fit" in line for line in plan.lines())
 
@@ -100,7 +111,8 @@ def test_a_pseudo_round_is_priced_by_the_rows_its_written_source_labels():
         (fold_rows + 6000) / (fold_rows + 0.8 * p.n_test)
     )
     # time for the assumed plan's stages up to the second round: priced by its measured rows, it no longer fits
-    limit = sum(s.seconds for s in assumed.chosen if s.name != BLEND) + 1
+    upto = [s.name for s in assumed.stages].index("auto-pseudo3")
+    limit = sum(s.seconds for s in assumed.stages[:upto]) + 1
     assert by(make_plan(p, SPEEDS, limit, "best"), "cv")["auto-pseudo2"].chosen
     tight = make_plan(p, SPEEDS, limit, "best", pseudo_rows={"auto-pseudo": 6000.0})
     second = by(tight, "cv")["auto-pseudo2"]
@@ -241,7 +253,8 @@ def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeyp
     assert first["source_submission"] == "auto-es"
     trained.clear()
     res = tiny_auto(tiny_data, tmp_path, 300)
-    assert trained == ["auto-pseudo"] + ["auto-pseudo2"] * 2  # the unit left, then the second round
+    # the unit left, then the further rounds
+    assert trained == ["auto-pseudo"] + ["auto-pseudo2"] * 2 + ["auto-pseudo3"] * 2 + ["auto-pseudo4"] * 2
     status = {(o.stage.kind, o.stage.name): (o.status, o.note) for o in res.outcomes}
     assert status[("cv", "auto-es")][0] == "resumed" and status[("submit", "auto-es")][0] == "resumed"
     assert status[("cv", "auto-pseudo")] == ("done", "resumed: 1 unit(s) were finished earlier")
@@ -249,7 +262,8 @@ def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeyp
     # with pseudo-label rounds the final blend blends the rounds only, not the runs before them
     assert status[("submit", BLEND)] == ("done", "without auto-base, auto-es (the runs before the pseudo-label rounds)")
     auto = json.loads(res.path.with_suffix(".json").read_text())["auto"]
-    assert auto["source_submission"] == BLEND and auto["runs_used"] == ["auto-pseudo", "auto-pseudo2"]
+    rounds = ["auto-pseudo", "auto-pseudo2", "auto-pseudo3", "auto-pseudo4"]
+    assert auto["source_submission"] == BLEND and auto["runs_used"] == rounds
     assert "pseudo-labelled" in auto["estimate"]
 
 

@@ -165,3 +165,10 @@ def test_unsupported_recipe_falls_back_with_one_line(tiny_data, tmp_path, capsys
     out = capsys.readouterr().out
     assert out.count("not batched") == 1 and "audio: trains unit by unit" in out
     assert fallback_lines(load_config(None, TINY | {"ema": 0.9}), "cpu") == []  # auto on CPU: never batched
+    # a round that starts from its source's fold models: the batched path would start from scratch
+    warm = load_config(
+        None, TINY | {"models": ["image"], "batch_units": "on", "pseudo": "s.json", "pseudo_init": "source"}
+    )
+    assert fallback_lines(warm, "cpu") == [
+        "image: trains unit by unit, not batched (batch_units=on): pseudo_init=source not supported by the batched path"
+    ]

@@ -168,6 +168,44 @@ def test_auto_prices_a_round_by_the_rows_cv_then_adds(base, tiny_data):
     assert round_rows(sub.with_suffix(".json"), Config(folds=2), comp, wd / "nowhere") is None  # no split saved there
 
 
+def test_a_round_with_pseudo_init_source_starts_each_unit_from_the_sources_model_of_its_fold(
+    tmp_path, tiny_data, monkeypatch, capsys
+):
+    import torch
+
+    from competition.store.runs import checkpoint_path, load_checkpoint
+
+    wd, subs = tmp_path / "wd", tmp_path / "sub"
+    assert main(["cv", "--data", str(tiny_data), "--workdir", str(wd), *CV, "--run", "src"]) == 0
+    args = ["--data", str(tiny_data), "--workdir", str(wd), "--out", str(subs), "--name", "src", "--run", "src"]
+    assert main(["submit", *args, "--consensus", "off"]) == 0
+    started = []
+    fit = unit.Learner.fit
+
+    def spy(self, *a, init=None, **kw):
+        started.append(init)
+        return fit(self, *a, init=init, **kw)
+
+    monkeypatch.setattr(unit.Learner, "fit", spy)
+    sub = subs / "src.csv"
+    assert pseudo_cv(tiny_data, wd, sub, "--run", "warm", "--set", "pseudo_init=source") == 0
+    assert len(started) == 2
+    for k, init in enumerate(started):  # one worker: fold 0, then fold 1
+        source = load_checkpoint(checkpoint_path(wd / "src", "image", k))["state_dict"]
+        assert init.keys() == source.keys() and all(torch.equal(init[n], source[n]) for n in source)
+    assert any(not torch.equal(started[0][n], started[1][n]) for n in started[0])  # each fold its own model
+    # from scratch (the default), nothing to start from
+    started.clear()
+    assert pseudo_cv(tiny_data, wd, sub, "--run", "cold") == 0
+    assert started == [None, None]
+    capsys.readouterr()
+    # a source whose runs kept no checkpoint: one error line naming the fix
+    (wd / "src" / "image" / "fold1.pt").unlink()
+    assert pseudo_cv(tiny_data, wd, sub, "--run", "warm2", "--set", "pseudo_init=source") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "image fold 1 checkpoint" in err[0] and "pseudo_init=scratch" in err[0]
+
+
 def test_resume_same_submission_same_predictions_changed_one_refused(base, tiny_data, capsys):
     wd, sub = base
     assert pseudo_cv(tiny_data, wd, sub, "--run", "p1") == 0

@@ -31,6 +31,12 @@ STAGE_OVERHEAD_S = 5.0  # per cv stage: starting worker processes, loading, scor
 PSEUDO_TEST_SHARE = 0.8
 SUBMIT_BASE_S = 6.0  # a submission: loading, consensus grouping, writing
 SUBMIT_S_PER_ROW_MODEL = 8e-4  # a submission's blends and their nested scores, per training row and blended model
+# A pseudo-label round on an early-stopping source starts each unit from the source's same model and fold
+# (``pseudo_init=source``) and stops early: on three new-speaker testbeds such rounds trained 5-17 epochs where rounds
+# from scratch trained 9-39, in 0.21-0.41 of their time, and scored as well over rounds (bench/results/auto.md). A
+# round's epochs are priced at this share of early stopping's; the measured pace corrects the rest.
+WARM_ROUND_FACTOR = 0.4
+ROUNDS = 4  # pseudo-label rounds at most, each on the one before (the time allowing)
 # Random erasing on half the training images, with early stopping (which trains the longer the harder the rows), on
 # shifted test rows: fusion held-out +0.021 and +0.013 on two new-speaker testbeds with occluded, noisier test images
 # (out of fold +0.003, +0.006); on the shipped data, not shifted, out of fold -0.0009, so not there; with the fixed
@@ -216,14 +222,15 @@ def _want_pseudo(p: Profile, ctx: Context) -> tuple[bool, str]:
     return True, f"shifted test rows: a pseudo-label round on {ctx.chosen[-1].name}'s submission"
 
 
-# A second round, blended with the first: on three noisy new-speaker testbeds +0.0044 and +0.0036 held-out on two,
-# -0.0003 on the third, for one more round's time (bench/results/auto.md); taken when the time allows.
-def _want_second_round(p: Profile, ctx: Context) -> tuple[bool, str]:
-    if not ctx.chosen or not ctx.chosen[-1].pseudo_from:  # fast, unshifted, or the first round did not fit
-        return False, "no first pseudo-label round to label the test rows"
+# Further rounds, each on the one before, the rounds blended: on three noisy new-speaker testbeds the second round
+# gained +0.005 to +0.009 held-out over the first, the third and fourth -0.002 to +0.003 each (bench/results/auto.md);
+# taken when the time allows.
+def _want_next_round(p: Profile, ctx: Context) -> tuple[bool, str]:
+    if not ctx.chosen or not ctx.chosen[-1].pseudo_from:  # fast, unshifted, or the round before did not fit
+        return False, "no pseudo-label round before it to label the test rows"
     return True, (
-        f"a second pseudo-label round on {ctx.chosen[-1].name}'s submission: its fold models, which trained on "
-        "test rows, label them better than the first round's source did"
+        f"a further pseudo-label round on {ctx.chosen[-1].name}'s submission: its fold models, which trained on "
+        "test rows, label them better than the round's source did"
     )
 
 
@@ -231,7 +238,7 @@ LEVERS: tuple[Lever, ...] = (
     Lever("auto-base", lambda p: {}, lambda p: 1.0, False, _want_base),
     Lever("auto-es", lambda p: {"early_stop": True, **(ERASE if p.shifted else {})}, es_factor, False, _want_es),
     Lever("auto-pseudo", lambda p: {}, lambda p: 1.0, True, _want_pseudo),
-    Lever("auto-pseudo2", lambda p: {}, lambda p: 1.0, True, _want_second_round),
+    *(Lever(f"auto-pseudo{r}", lambda p: {}, lambda p: 1.0, True, _want_next_round) for r in range(2, ROUNDS + 1)),
 )
 BLEND = "auto-blend"
 
@@ -269,7 +276,9 @@ def make_plan(
         if lever.pseudo and chosen:
             src = chosen[-1]
             overrides = {**src.overrides, **overrides}  # the source's recipe, one round further
-            factor = max(factor, es_factor(profile) if src.overrides.get("early_stop") else 1.0)
+            if src.overrides.get("early_stop"):  # the source's fold models to start from, and a signal to stop
+                overrides["pseudo_init"] = "source"
+                factor = max(factor, WARM_ROUND_FACTOR * es_factor(profile))
             source = src.name
             if source in measured:
                 extra, rows = measured[source], f"{measured[source]:.0f} pseudo-labelled rows per fold"

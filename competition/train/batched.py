@@ -45,6 +45,7 @@ def unsupported(cfg: Config, model: str) -> str | None:
         (cfg.swa_epochs > 0, "swa_epochs"),
         ((cfg.mixup > 0 or cfg.cutmix > 0) and cfg.mix_p > 0, "mixup/cutmix"),
         (model.startswith("timm_"), "timm backbones"),
+        (bool(cfg.pseudo) and cfg.pseudo_init == "source", "pseudo_init=source"),
     ]
     found = [name for on, name in reasons if on]
     if not found and any(True for _ in create_model(model, **model_kwargs(model, cfg)).buffers()):

@@ -76,6 +76,11 @@ def run_cv(
     run_dir = workdir / run_name
     # cv --pseudo: a bad submission is refused before the run folder is made
     rnd = pseudo.compute(run_dir, comp, fold_of, split_fp, cfg) if cfg.pseudo else None
+    for m in cfg.models if rnd is not None else []:  # pseudo_init=source: every unit's starting weights are there
+        if cfg.for_model(m).pseudo_init == "source":
+            for k in range(cfg.folds):
+                for s in range(cfg.for_model(m).seeds):
+                    pseudo.source_checkpoint(Path(cfg.pseudo), m, k, s)
     add_to_run_config(run_dir, cfg, comp, split_fp)
     remove_stale_temp_files(run_dir)  # left by a killed earlier command (SIGKILL runs no cleanup)
     adversarial.save(run_dir / "adversarial.json", comp, adv)

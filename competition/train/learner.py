@@ -140,13 +140,18 @@ class Learner:
         val: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
         on_epoch: Callable[[dict], None] | None = None,
         inner: np.ndarray | None = None,
+        init: dict | None = None,
     ) -> Learner:
         """Train on the rows given (with ``cfg.early_stop``: all but ``inner``, indices of the inner rows, until
-        the decay phase); ``val`` rows are only scored, each epoch, for the history and the last epoch's logits."""
+        the decay phase); ``val`` rows are only scored, each epoch, for the history and the last epoch's logits.
+        ``init``: a state dict to start from instead of a fresh initialisation."""
         cfg, dev = self.cfg, self.device
         seed_everything(self.seed)  # model initialisation and dropout masks
         gen = torch.Generator().manual_seed(self.seed)  # batch order
-        model = create_model(self.model_name, **model_kwargs(self.model_name, cfg)).to(dev)
+        model = create_model(self.model_name, **model_kwargs(self.model_name, cfg))
+        if init is not None:
+            model.load_state_dict(init)
+        model = model.to(dev)
         img, aud = self._tensors(image, audio)  # (N, 784), (N, 507)
         target = torch.as_tensor(y, device=dev)  # (N,)
         weight = class_weights(y, cfg.class_weight, dev)  # (10,) or None

@@ -24,7 +24,7 @@ from competition.ensemble.blend import combine, fold_blend, to_space
 from competition.store.atomic import write_json, write_npz
 from competition.store.loading import load_finished_run
 from competition.store.readers import PSEUDO_JSON, PSEUDO_NPZ, read_manifest, read_pseudo_record, read_pseudo_sets
-from competition.store.runs import CONFIG_FILE, model_seeds, unit_path
+from competition.store.runs import CONFIG_FILE, checkpoint_path, model_seeds, unit_path
 from competition.utils.errors import UserError
 from competition.utils.paths import default_submissions
 
@@ -183,6 +183,23 @@ def load_source(path: Path, comp: Competition, split_fp: str, folds: int, run_di
     except ValueError as e:
         raise UserError(f"{path}: unusable blend weights ({e}); fix: rerun `run.py submit`") from None
     return Source(path, blend, space, models, oof, test, weights, h.hexdigest()[:16], note)
+
+
+def source_checkpoint(submission: Path, model: str, fold: int, seed: int = 0) -> Path:
+    """The checkpoint a round's (``model``, ``fold``) unit starts from with ``pseudo_init=source``: that unit of the
+    latest run of ``submission`` that blends ``model``, else of its latest run that trained it (a blend may leave a
+    model out); fold k's source model trained on fold k's training rows only, so the round's fold-k model still
+    never sees fold k's labels."""
+    m = read_manifest(submission)
+    latest = m["runs"][::-1]
+    for r in [r for r in latest if f"{r['name']}/{model}" in m["models"]] + latest:
+        path = checkpoint_path(Path(r["dir"]), model, fold, seed)
+        if path.is_file():
+            return path
+    raise UserError(
+        f"{submission}: none of its runs has a {model} fold {fold} checkpoint to start the round's unit from; fix: "
+        "set pseudo_init=scratch, or pass a submission whose runs trained that model"
+    )
 
 
 def _finite(x: float) -> float | None:

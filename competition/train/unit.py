@@ -19,9 +19,10 @@ from competition.data.load import Competition, fit_audio_scaler, normalise_audio
 from competition.metrics import scores
 from competition.splits.kinds import inner_split
 from competition.store.atomic import write_npz, write_text, write_torch
-from competition.store.runs import UnitResult, checkpoint_path, history_path, unit_path
+from competition.store.runs import UnitResult, checkpoint_path, history_path, load_checkpoint, unit_path
 from competition.train.learner import Learner, check_finite, model_kwargs
 from competition.train.progress import EpochEvent, EventSink
+from competition.train.pseudo import source_checkpoint
 
 PseudoRows = dict[int, tuple[np.ndarray, np.ndarray]]  # {fold: (test row indices, their pseudo-labels)}
 
@@ -72,6 +73,7 @@ def unit_audio(comp: Competition, cfg: Config, rows: np.ndarray) -> tuple[Standa
 def fit_unit(
     comp: Competition, cfg: Config, model: str, rows: np.ndarray, seed: int, device: str, threads: int,
     val_rows: np.ndarray | None = None, extra: tuple[np.ndarray, np.ndarray] | None = None, on_epoch=None,
+    init: dict | None = None,
 ) -> tuple[Learner, np.ndarray, dict]:  # fmt: skip
     """Train ``model`` (recipe ``cfg``, its per-model keys applied) on the training ``rows`` (and the test rows
     ``extra`` = (indices, pseudo-labels) after them) with the audio scaler fit on ``rows``; returns the learner,
@@ -89,7 +91,7 @@ def fit_unit(
         train = tuple(np.concatenate(p) for p in zip(train, pseudo_rows, strict=True))  # after the fold's own rows
     val = None if val_rows is None else (comp.image[val_rows], audio[val_rows], comp.y[val_rows])
     learner = Learner(model, cfg, seed=seed, device=device)
-    learner.fit(*train, val=val, on_epoch=on_epoch, inner=inner)  # inner: positions among ``rows``
+    learner.fit(*train, val=val, on_epoch=on_epoch, inner=inner, init=init)  # inner: positions among ``rows``
     test = learner.predict_logits(comp.test_image, test_audio)  # (M, 10)
     check_finite(model, cfg, learner.epochs_, test)
     state = {k: v.cpu() for k, v in learner.model_.state_dict().items()}
@@ -123,7 +125,10 @@ def train_unit(
 
     extra = job.pseudo.get(fold)
     rng_seed = unit_seed(cfg.seed, model, fold, seed)
-    learner, test, checkpoint = fit_unit(comp, cfg, model, tr, rng_seed, job.device, threads, va, extra, on_epoch)
+    init = None
+    if cfg.pseudo and cfg.pseudo_init == "source":  # the source's fold model: it never saw this fold's labels
+        init = load_checkpoint(source_checkpoint(Path(cfg.pseudo), model, fold, seed))["state_dict"]
+    learner, test, checkpoint = fit_unit(comp, cfg, model, tr, rng_seed, job.device, threads, va, extra, on_epoch, init)
     oof = learner.val_logits_  # (n_val, 10), from the final epoch's validation pass
     seconds = time.perf_counter() - t0
     return write_unit(job, model, fold, seed, learner.history_, oof, test, checkpoint, seconds)
