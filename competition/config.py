@@ -39,6 +39,7 @@ KEY_ROLES: dict[str, tuple[str, ...]] = {
     "per_model": ("run",),
     "pseudo": ("run", "flag"),
     "pseudo_precision": ("run",),
+    "pseudo_test_folds": ("run",),
 }
 
 
@@ -76,6 +77,7 @@ class Config:
     pseudo: str = ""
     pseudo_precision: float = 0.995
     pseudo_init: str = "scratch"
+    pseudo_test_folds: bool = False
     epochs: int = 6
     batch_size: int = 128
     lr: float = 3e-3
@@ -218,6 +220,9 @@ KEY_DOCS: dict[str, str] = {
     "on shifted test rows the same confidence is right less often than out of fold)",
     "pseudo_init": "where a pseudo-label round's units start: `scratch` (a fresh initialisation) or `source` (the "
     "weights of the source submission's same model and fold, which never saw that fold's labels)",
+    "pseudo_test_folds": "a pseudo-label round leaves 1/K of the test rows (a seeded split of them) out of each "
+    "fold's pseudo set, so that each test row has one fold model that never trained on it; `auto` scores its "
+    "estimate on those rows",
     "epochs": "training epochs per unit (a fixed length; unused when `early_stop` is on)",
     "batch_size": "training batch size",
     "lr": "peak learning rate (the one-cycle schedule's maximum)",

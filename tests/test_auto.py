@@ -39,8 +39,9 @@ def test_best_on_shifted_data_plans_the_base_early_stopping_a_pseudo_round_and_t
     assert cv["auto-base"].chosen and "first" in cv["auto-base"].why  # a submission early, whatever comes later
     assert cv["auto-es"].chosen and cv["auto-es"].overrides == {"early_stop": True, "erase": 0.3, "erase_p": 0.5}
     assert cv["auto-pseudo"].chosen and cv["auto-pseudo"].pseudo_from == "auto-es"
-    # one round further on the source's recipe, each unit starting from the source's model of its fold
-    warm = cv["auto-es"].overrides | {"pseudo_init": "source"}
+    # one round further on the source's recipe, each unit starting from the source's model of its fold, each fold
+    # leaving its test fold out (the estimate's clean rows)
+    warm = cv["auto-es"].overrides | {"pseudo_init": "source", "pseudo_test_folds": True}
     assert cv["auto-pseudo"].overrides == warm
     assert cv["auto-pseudo2"].chosen and cv["auto-pseudo2"].pseudo_from == "auto-pseudo"  # a second round on the first
     assert cv["auto-pseudo4"].chosen and cv["auto-pseudo4"].pseudo_from == "auto-pseudo3"  # and so on, four at most

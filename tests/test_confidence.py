@@ -3,7 +3,7 @@
 import numpy as np
 from scipy.special import softmax
 
-from competition.ensemble.confidence import confidence_macro_f1
+from competition.ensemble.confidence import calibrated_test_probs, confidence_macro_f1
 from competition.metrics import expected_macro_f1, macro_f1
 
 
@@ -29,3 +29,15 @@ def test_calibration_undoes_an_over_confident_model_on_test_rows_like_the_traini
     raw = expected_macro_f1(softmax(test, axis=1), pred)  # the over-confident probabilities as they are
     truth = macro_f1(ty, pred)
     assert abs(est - truth) < 0.02 and raw - truth > 0.05, (est, raw, truth)
+
+
+def test_use_keeps_per_row_the_fold_models_it_marks():
+    oof, y = _rows(np.random.default_rng(3), 500, 1.0)
+    test = np.stack([_rows(np.random.default_rng(s), 60, 1.0)[0] for s in (4, 5, 6)])  # (3, 60, 10)
+    probs = softmax(test, axis=2)
+    use = np.arange(3)[:, None] == (np.arange(60) % 3)[None, :]  # (3, 60): row i read by fold i % 3 only
+    cal = calibrated_test_probs(softmax(oof, axis=1), y, probs, use)
+    alone = [calibrated_test_probs(softmax(oof, axis=1), y, probs[k : k + 1]) for k in range(3)]
+    assert np.allclose(cal, np.stack([alone[i % 3][i] for i in range(60)]))
+    assert np.allclose(calibrated_test_probs(softmax(oof, axis=1), y, probs, np.ones((3, 60), bool)),
+                       calibrated_test_probs(softmax(oof, axis=1), y, probs))  # fmt: skip

@@ -16,7 +16,13 @@ from competition.data.load import load_competition
 from competition.splits.folds import load_or_make_folds
 from competition.store.atomic import write_json
 from competition.train import unit
-from competition.train.pseudo import _fold_weights, confidence_threshold, fold_pseudo_labels
+from competition.train.pseudo import (
+    _fold_weights,
+    confidence_threshold,
+    fold_pseudo_labels,
+    held_out_test_folds,
+    test_folds,
+)
 
 # --- the per-fold sets, pure ----------------------------------------------------------------------------------
 
@@ -67,6 +73,18 @@ def test_a_folds_threshold_ignores_that_folds_rows_and_labels():
     assert after[0].threshold == before[0].threshold and np.array_equal(after[0].idx, before[0].idx)
     assert after[0].calib_rows == int((~rows).sum())
     assert after[1].threshold != before[1].threshold  # fold 1 does read fold 0's rows
+
+
+def test_the_test_split_is_balanced_seeded_and_each_folds_set_leaves_its_test_fold_out():
+    tf = test_folds(200, 3, 0)
+    assert np.bincount(tf).tolist() == [67, 67, 66] and np.array_equal(tf, test_folds(200, 3, 0))
+    assert not np.array_equal(tf, test_folds(200, 3, 1))  # another seed, another split
+    oof, test, y, fold_of, weights = synthetic()
+    every = fold_pseudo_labels(oof, test, y, fold_of, weights, "logits", 0.9)
+    held = fold_pseudo_labels(oof, test, y, fold_of, weights, "logits", 0.9, tf)
+    for k, (a, b) in enumerate(zip(every, held, strict=True)):
+        assert a.threshold == b.threshold and np.array_equal(b.idx, a.idx[tf[a.idx] != k])  # only fold k's out
+        assert np.array_equal(b.labels, a.labels[tf[a.idx] != k]) and 0 < len(b.idx) < len(a.idx)
 
 
 def test_fold_weights_of_a_fitted_blend_are_used_per_fold():
@@ -261,3 +279,36 @@ def test_bad_submission_is_one_line_exit_2_and_makes_no_run(base, tiny_data, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and err.count("\n") == 0 and message in err and "fix" in err
     assert not (wd / "p").exists()
+
+
+def test_a_chain_of_rounds_on_one_test_split_is_read_as_held_out_any_other_is_not(base, tiny_data, capsys):
+    """Every round behind a submission must leave the same test split out for its fold models to be clean."""
+    from competition.pipeline.run import confidence_estimate
+
+    wd, sub = base
+    comp = load_competition(tiny_data)
+    subs = sub.parent
+
+    def round_on(source: Path, name: str, *extra: str) -> Path:
+        assert pseudo_cv(tiny_data, wd, source, "--run", name, *extra) == 0
+        args = ["--data", str(tiny_data), "--workdir", str(wd), "--out", str(subs), "--name", name, "--run", name]
+        assert main(["submit", *args, "--consensus", "off"]) == 0
+        return subs / f"{name}.json"
+
+    held = ("--set", "pseudo_test_folds=true")
+    r1 = round_on(sub, "r1", *held)
+    tf = test_folds(comp.n_test, 2, 0)
+    with np.load(wd / "r1" / "pseudo.npz") as z:
+        assert all(len(z[f"idx{k}"]) and (tf[z[f"idx{k}"]] != k).all() for k in range(2))
+    assert json.loads((wd / "r1" / "pseudo.json").read_text())["test_folds_held_out"] is True
+    assert "each fold's test fold left out" in " ".join(capsys.readouterr().out.split())  # rich wraps lines
+    r2 = round_on(r1, "r2", *held)
+    plain = round_on(sub, "plain")
+    after_plain = round_on(plain, "after-plain", *held)
+    other_seed = round_on(r1, "other-seed", *held, "--seed", "1")
+    assert held_out_test_folds(sub.with_suffix(".json")) == (-1, -1)  # nothing trained on test rows
+    assert held_out_test_folds(r1) == held_out_test_folds(r2) == (0, 2)
+    assert held_out_test_folds(plain) is None and held_out_test_folds(after_plain) is None  # a round without
+    assert held_out_test_folds(other_seed) is None  # its source's rounds left another split out
+    clean, dirty = confidence_estimate(r2, comp), confidence_estimate(plain, comp)
+    assert clean[1] is True and dirty[1] is False and 0 <= clean[0] <= 1 and 0 <= dirty[0] <= 1

@@ -9,6 +9,10 @@ themselves. Its own bias runs the other way on shifted data: each fold model's b
 is below the ensemble's accuracy, so it tends to understate (Hendrycks and Gimpel, 2017; Guillory et al.,
 2021, on confidence-based accuracy estimates under shift).
 
+A fold model that trained on pseudo-labelled test rows reproduces the labels it trained on: there its belief
+is a fit, not a prediction, and the figure overstates. Where a pseudo-label round held out a test split
+(``pseudo_test_folds``), ``use`` keeps for each test row the one fold model that never trained on it.
+
 ``fold_ensemble_gain`` says what the written labels, which average K fold models, are expected to gain over one
 fold model's labels. An out-of-fold row is one fold model's prediction, so an out-of-fold score describes one
 model, not their average: on four label-shift copies the average beat the mean fold model by 0.002-0.042
@@ -27,16 +31,26 @@ from competition.ensemble.priors import apply_bcts, fit_bcts, log_probs
 from competition.metrics import expected_macro_f1
 
 
-def calibrated_test_probs(oof_probs: np.ndarray, y: np.ndarray, test_probs: np.ndarray) -> np.ndarray:
+def calibrated_test_probs(
+    oof_probs: np.ndarray, y: np.ndarray, test_probs: np.ndarray, use: np.ndarray | None = None
+) -> np.ndarray:
     """(M, 10): the mean over the K fold models of their (K, M, 10) test probabilities, each calibrated by the
-    temperature and biases that fit the (N, 10) out-of-fold probabilities ``oof_probs`` to the labels ``y``."""
+    temperature and biases that fit the (N, 10) out-of-fold probabilities ``oof_probs`` to the labels ``y``;
+    with ``use`` ((K, M) bool, at least one per row), per row the mean of the fold models it marks only."""
     temperature, bias = fit_bcts(log_probs(oof_probs), y)
-    return np.mean([apply_bcts(log_probs(t), temperature, bias) for t in test_probs], axis=0)
+    cal = np.stack([apply_bcts(log_probs(t), temperature, bias) for t in test_probs])  # (K, M, 10)
+    if use is None:
+        return cal.mean(axis=0)
+    w = np.asarray(use, dtype=np.float64)[:, :, None]  # (K, M, 1)
+    return (cal * w).sum(axis=0) / w.sum(axis=0)
 
 
-def confidence_macro_f1(oof_probs: np.ndarray, y: np.ndarray, test_probs: np.ndarray, pred: np.ndarray) -> float:
-    """The macro-F1 the calibrated fold models expect of the (M,) written labels ``pred``."""
-    return expected_macro_f1(calibrated_test_probs(oof_probs, y, test_probs), pred)
+def confidence_macro_f1(
+    oof_probs: np.ndarray, y: np.ndarray, test_probs: np.ndarray, pred: np.ndarray, use: np.ndarray | None = None
+) -> float:
+    """The macro-F1 the calibrated fold models (per row those ``use`` marks) expect of the (M,) written labels
+    ``pred``."""
+    return expected_macro_f1(calibrated_test_probs(oof_probs, y, test_probs, use), pred)
 
 
 def fold_ensemble_gain(reference: np.ndarray, pred: np.ndarray, fold_preds: np.ndarray) -> float:

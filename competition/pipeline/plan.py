@@ -276,6 +276,7 @@ def make_plan(
         if lever.pseudo and chosen:
             src = chosen[-1]
             overrides = {**src.overrides, **overrides}  # the source's recipe, one round further
+            overrides["pseudo_test_folds"] = True  # one clean fold model per test row, for the estimate
             if src.overrides.get("early_stop"):  # the source's fold models to start from, and a signal to stop
                 overrides["pseudo_init"] = "source"
                 factor = max(factor, WARM_ROUND_FACTOR * es_factor(profile))

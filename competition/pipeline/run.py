@@ -314,10 +314,12 @@ def reweighted_estimate(probs_file: Path, base_dir: Path, comp: Competition) -> 
     }
 
 
-def confidence_estimate(manifest_path: Path, comp: Competition) -> float | None:
+def confidence_estimate(manifest_path: Path, comp: Competition) -> tuple[float, bool] | None:
     """The macro-F1 the written submission's calibrated fold models expect of its labels (``ensemble.confidence``):
     each fold's blend of the submission's models (with that fold's weights; a stack's equal blend), calibrated on
-    the out-of-fold blend. None when the submission or its runs cannot be read."""
+    the out-of-fold blend; per test row, where its pseudo-label rounds held out a test split
+    (``pseudo.held_out_test_folds``), the one fold model that never trained on the row. Returns the figure and
+    whether it is so held out; None when the submission or its runs cannot be read."""
     try:
         m = read_manifest(manifest_path)
         with np.load(manifest_path.with_suffix(".probs.npz")) as f:
@@ -329,7 +331,10 @@ def confidence_estimate(manifest_path: Path, comp: Competition) -> float | None:
     space = src.space
     oof = combine(np.stack([to_space(o, space) for o in src.oof]), src.weights.mean(axis=0), space)  # (N, 10)
     test = fold_blends(src.test, src.weights, space)  # (K, M, 10)
-    return confidence_macro_f1(oof, comp.y, test, pred)
+    held, use = pseudo.held_out_test_folds(manifest_path), None
+    if held is not None and held[0] >= 0 and held[1] == folds:  # (seed, K) of a chain of rounds on one split
+        use = pseudo.test_folds(comp.n_test, folds, held[0])[None, :] == np.arange(folds)[:, None]  # (K, M)
+    return confidence_macro_f1(oof, comp.y, test, pred, use), use is not None
 
 
 def estimate_kind(manifest: dict, split: str | None, pseudo_runs: list[str], detail: dict | None = None) -> str:
@@ -348,7 +353,13 @@ def estimate_kind(manifest: dict, split: str | None, pseudo_runs: list[str], det
         if "confidence_macro_f1" in detail:
             what = (
                 f"the mean of two estimates: {what} ({detail['reweighted_oof_macro_f1']:.4f}), and the macro-F1 the "
-                f"calibrated fold models expect of the written labels ({detail['confidence_macro_f1']:.4f})"
+                f"calibrated fold models expect of the written labels ({detail['confidence_macro_f1']:.4f}"
+                + (
+                    ", each test row read by the one fold model that never trained on it: the rounds left a test "
+                    "split out of each fold's pseudo-labels)"
+                    if detail.get("confidence_held_out")
+                    else ")"
+                )
             )
     if split == "cluster":
         what += (
@@ -378,8 +389,9 @@ def _write_auto(plan: Plan, outcomes: list[StageOutcome], comp: Competition, wor
         detail = reweighted_estimate(out / f"{source}.probs.npz", workdir / plan.stages[0].name, comp)
         if detail:
             estimate = detail["reweighted_oof_macro_f1"]
-            confidence = confidence_estimate(out / f"{source}.json", comp)
-            if confidence is not None:
+            read = confidence_estimate(out / f"{source}.json", comp)
+            if read is not None:
+                confidence, detail["confidence_held_out"] = read
                 # two estimates biased in opposite directions on shifted testbeds (bench/results/auto.md): the
                 # re-weighting overstates where the test rows lie beyond every training row, the fold models'
                 # calibrated confidence understates (each believes less in the ensemble's label than it scores)

@@ -5,9 +5,12 @@ Honest by construction: fold k's set is read from the fold-k test logits of the 
 trained on fold k's training rows only), blended with the weights fitted without fold k (``fold_weights[k]`` of
 a fitted blend; an equal blend's weights; a stack falls back to the equal blend), and its confidence threshold
 is set on the out-of-fold rows outside fold k: the lowest confidence whose rows there reach ``pseudo_precision``
-accuracy. Fold k's validation labels reach neither. Files: ``<run>/pseudo.npz`` (per fold the test rows, their
-labels, the threshold) and ``<run>/pseudo.json`` (the submission, a fingerprint of it and of the fold files it
-reads, and per fold figures), written in that order: the JSON marks the sets done.
+accuracy. Fold k's validation labels reach neither. With ``pseudo_test_folds`` the test rows are split too (a
+seeded K-way split, ``test_folds``) and fold k's set leaves out test fold k: with every round of a chain on the
+same split (``held_out_test_folds``), fold k's models never trained on those rows, directly or through a source,
+so their outputs there are predictions, not fits, for an estimate to read. Files: ``<run>/pseudo.npz`` (per fold
+the test rows, their labels, the threshold) and ``<run>/pseudo.json`` (the submission, a fingerprint of it and of
+the fold files it reads, and per fold figures), written in that order: the JSON marks the sets done.
 """
 
 from __future__ import annotations
@@ -70,13 +73,44 @@ def confidence_threshold(conf: np.ndarray, correct: np.ndarray, precision: float
     return float(c[good[-1]]) if len(good) else float("inf")
 
 
+def test_folds(n_test: int, folds: int, seed: int) -> np.ndarray:
+    """(M,) the test fold of each test row with ``pseudo_test_folds``: a seeded, balanced K-way split (a pure
+    function of its arguments, so every round of a chain with the same seed and K gets the same one)."""
+    return np.random.default_rng([seed, folds, 0x7E57]).permutation(n_test) % folds
+
+
+def held_out_test_folds(submission: Path, depth: int = 0) -> tuple[int, int] | None:
+    """(seed, K) of the test split every pseudo-label round behind ``submission`` left out fold by fold, when that
+    makes fold k's models of every run blended there clean of test fold k: each round of the chain (its source's
+    rounds, and theirs) split the test rows with the same seed and K. (-1, -1) when no run trained on test rows;
+    None when some round did without a held-out split, or on another, or a manifest of the chain does not read."""
+    try:
+        runs = read_manifest(submission)["runs"]
+    except (UserError, KeyError, TypeError):
+        return None
+    found: set[tuple[int, int]] = set()
+    for r in runs:
+        cfg = r.get("config", {})
+        if not cfg.get("pseudo"):
+            continue
+        if not cfg.get("pseudo_test_folds") or depth > 20:
+            return None
+        behind = held_out_test_folds(Path(cfg["pseudo"]), depth + 1)
+        key = (int(cfg["seed"]), int(cfg["folds"]))
+        if behind is None or behind not in {key, (-1, -1)}:
+            return None
+        found.add(key)
+    return found.pop() if len(found) == 1 else (-1, -1) if not found else None
+
+
 def fold_pseudo_labels(
     oof: list[np.ndarray], test: list[np.ndarray], y: np.ndarray, fold_of: np.ndarray, weights: np.ndarray,
-    space: str, precision: float,
+    space: str, precision: float, test_fold: np.ndarray | None = None,
 ) -> list[FoldPseudo]:  # fmt: skip
     """Per fold k: the test rows whose fold-k blend is confident, with its labels. ``oof``: per model (N, 10)
     out-of-fold logits; ``test``: per model (K, M, 10) fold test logits; ``weights``: (K, n_models) the blend
-    weights of each fold (fit without its rows); ``space``: the averaging space (blend.py)."""
+    weights of each fold (fit without its rows); ``space``: the averaging space (blend.py); ``test_fold``: (M,)
+    the test rows' folds (``test_folds``), fold k's left out of its set (None: no row left out)."""
     out = []
     for k in range(weights.shape[0]):
         outside = fold_of != k  # rows whose labels fold k may use
@@ -85,7 +119,7 @@ def fold_pseudo_labels(
         t = confidence_threshold(calib.max(1), correct, precision)
         kept = calib.max(1) >= t
         probs = fold_blend(test, weights, k, space)
-        idx = np.flatnonzero(probs.max(1) >= t)
+        idx = np.flatnonzero((probs.max(1) >= t) & (True if test_fold is None else test_fold != k))
         cal_prec = float(correct[kept].mean()) if kept.any() else float("nan")
         out.append(FoldPseudo(idx, probs[idx].argmax(1).astype(np.int64), t, int(outside.sum()), cal_prec))
     return out
@@ -216,14 +250,16 @@ class Round:
     source: Source
     precision: float
     sets: list[FoldPseudo]
+    held_out: bool = False  # pseudo_test_folds: fold k's set leaves out test fold k
 
 
 def compute(run_dir: Path, comp: Competition, fold_of: np.ndarray, split_fp: str, cfg: Config) -> Round:
     """The per-fold pseudo sets of the run in ``run_dir`` with config ``cfg`` (its ``pseudo`` submission and
     ``pseudo_precision``); reads and checks the submission, writes nothing."""
     src = load_source(Path(cfg.pseudo), comp, split_fp, cfg.folds, run_dir)
-    sets = fold_pseudo_labels(src.oof, src.test, comp.y, fold_of, src.weights, src.space, cfg.pseudo_precision)
-    return Round(src, cfg.pseudo_precision, sets)
+    held = test_folds(comp.n_test, cfg.folds, cfg.seed) if cfg.pseudo_test_folds else None
+    sets = fold_pseudo_labels(src.oof, src.test, comp.y, fold_of, src.weights, src.space, cfg.pseudo_precision, held)
+    return Round(src, cfg.pseudo_precision, sets, held is not None)
 
 
 def save_or_check(run_dir: Path, rnd: Round, n_test: int) -> tuple[dict[int, tuple[np.ndarray, np.ndarray]], list[str]]:
@@ -249,13 +285,13 @@ def save_or_check(run_dir: Path, rnd: Round, n_test: int) -> tuple[dict[int, tup
                 s.idx, s.labels, s.threshold = idx, labels, threshold
     else:
         _write_round(run_dir, rnd)
-    per_fold = []
+    per_fold, held = [], ", each fold's test fold left out" if rnd.held_out else ""
     for k, s in enumerate(sets):
         counts = np.bincount(s.labels, minlength=N_CLASSES)
         per_fold.append(f"fold {k}: t={s.threshold:.3f}, {len(s.idx)} rows ({counts.min()}-{counts.max()} a class)")
     lines.append(
         f"pseudo-labels of {src.path.name} ({src.blend} {src.space} blend of {len(src.models)} models' fold test "
-        f"logits, precision >= {rnd.precision} out of fold): " + "; ".join(per_fold)
+        f"logits, precision >= {rnd.precision} out of fold{held}): " + "; ".join(per_fold)
     )
     return {k: (s.idx, s.labels) for k, s in enumerate(sets)}, lines
 
@@ -303,6 +339,7 @@ def _write_round(run_dir: Path, rnd: Round) -> None:
             "models": src.models,
             "fold_weights": np.round(src.weights, 6).tolist(),
             "precision": rnd.precision,
+            "test_folds_held_out": rnd.held_out,
             "folds": [
                 {"threshold": _finite(s.threshold), "rows": len(s.idx), "calibration_rows": s.calib_rows,
                  "calibration_precision": _finite(s.calib_precision),
