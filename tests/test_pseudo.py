@@ -21,8 +21,8 @@ from competition.train.pseudo import (
     confidence_threshold,
     fold_pseudo_labels,
     held_out_test_folds,
-    test_folds,
 )
+from competition.train.pseudo import test_folds as seeded_test_folds  # not test_*: pytest would collect it
 
 # --- the per-fold sets, pure ----------------------------------------------------------------------------------
 
@@ -76,9 +76,9 @@ def test_a_folds_threshold_ignores_that_folds_rows_and_labels():
 
 
 def test_the_test_split_is_balanced_seeded_and_each_folds_set_leaves_its_test_fold_out():
-    tf = test_folds(200, 3, 0)
-    assert np.bincount(tf).tolist() == [67, 67, 66] and np.array_equal(tf, test_folds(200, 3, 0))
-    assert not np.array_equal(tf, test_folds(200, 3, 1))  # another seed, another split
+    tf = seeded_test_folds(200, 3, 0)
+    assert np.bincount(tf).tolist() == [67, 67, 66] and np.array_equal(tf, seeded_test_folds(200, 3, 0))
+    assert not np.array_equal(tf, seeded_test_folds(200, 3, 1))  # another seed, another split
     oof, test, y, fold_of, weights = synthetic()
     every = fold_pseudo_labels(oof, test, y, fold_of, weights, "logits", 0.9)
     held = fold_pseudo_labels(oof, test, y, fold_of, weights, "logits", 0.9, tf)
@@ -297,7 +297,7 @@ def test_a_chain_of_rounds_on_one_test_split_is_read_as_held_out_any_other_is_no
 
     held = ("--set", "pseudo_test_folds=true")
     r1 = round_on(sub, "r1", *held)
-    tf = test_folds(comp.n_test, 2, 0)
+    tf = seeded_test_folds(comp.n_test, 2, 0)
     with np.load(wd / "r1" / "pseudo.npz") as z:
         assert all(len(z[f"idx{k}"]) and (tf[z[f"idx{k}"]] != k).all() for k in range(2))
     assert json.loads((wd / "r1" / "pseudo.json").read_text())["test_folds_held_out"] is True
