@@ -351,15 +351,15 @@ def estimate_kind(manifest: dict, split: str | None, pseudo_runs: list[str], det
             f"{detail['effective_rows']:.0f} effective rows)"
         )
         if "confidence_macro_f1" in detail:
+            held = (
+                ", each test row read by the one fold model that never trained on it: the rounds left a test split "
+                "out of each fold's pseudo-labels"
+                if detail.get("confidence_held_out")
+                else ""
+            )
             what = (
                 f"the mean of two estimates: {what} ({detail['reweighted_oof_macro_f1']:.4f}), and the macro-F1 the "
-                f"calibrated fold models expect of the written labels ({detail['confidence_macro_f1']:.4f}"
-                + (
-                    ", each test row read by the one fold model that never trained on it: the rounds left a test "
-                    "split out of each fold's pseudo-labels)"
-                    if detail.get("confidence_held_out")
-                    else ")"
-                )
+                f"calibrated fold models expect of the written labels ({detail['confidence_macro_f1']:.4f}{held})"
             )
     if split == "cluster":
         what += (

@@ -100,7 +100,9 @@ def held_out_test_folds(submission: Path, depth: int = 0) -> tuple[int, int] | N
         if behind is None or behind not in {key, (-1, -1)}:
             return None
         found.add(key)
-    return found.pop() if len(found) == 1 else (-1, -1) if not found else None
+    if not found:
+        return (-1, -1)
+    return found.pop() if len(found) == 1 else None
 
 
 def fold_pseudo_labels(
@@ -285,13 +287,13 @@ def save_or_check(run_dir: Path, rnd: Round, n_test: int) -> tuple[dict[int, tup
                 s.idx, s.labels, s.threshold = idx, labels, threshold
     else:
         _write_round(run_dir, rnd)
-    per_fold, held = [], ", each fold's test fold left out" if rnd.held_out else ""
+    per_fold, left_out = [], ", each fold's test fold left out" if rnd.held_out else ""
     for k, s in enumerate(sets):
         counts = np.bincount(s.labels, minlength=N_CLASSES)
         per_fold.append(f"fold {k}: t={s.threshold:.3f}, {len(s.idx)} rows ({counts.min()}-{counts.max()} a class)")
     lines.append(
         f"pseudo-labels of {src.path.name} ({src.blend} {src.space} blend of {len(src.models)} models' fold test "
-        f"logits, precision >= {rnd.precision} out of fold{held}): " + "; ".join(per_fold)
+        f"logits, precision >= {rnd.precision} out of fold{left_out}): " + "; ".join(per_fold)
     )
     return {k: (s.idx, s.labels) for k, s in enumerate(sets)}, lines
 
