@@ -265,6 +265,7 @@ def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeyp
     auto = json.loads(res.path.with_suffix(".json").read_text())["auto"]
     rounds = ["auto-pseudo", "auto-pseudo2", "auto-pseudo3", "auto-pseudo4"]
     assert auto["source_submission"] == BLEND and auto["runs_used"] == rounds
+    assert json.loads(res.path.with_suffix(".json").read_text())["blend"] == "equal"  # across rounds: equal weights
     assert "pseudo-labelled" in auto["estimate"]
 
 

@@ -316,6 +316,6 @@ def make_plan(
         runs = tuple(s.name for s in chosen)
         why = f"the final blend of {', '.join(runs)}: weights and candidate chosen by nested out-of-fold macro-F1"
         if any(s.pseudo_from for s in chosen):
-            why += "; with a pseudo-label round, the rounds only (one round: its own submission)"
+            why += "; with a pseudo-label round, the rounds only, in equal weights (one round: its own submission)"
         stages.append(Stage(BLEND, "submit", why, True, blend_s, runs=runs))
     return Plan(preset, float(limit), profile, dict(speeds), tuple(stages))
