@@ -339,12 +339,14 @@ def test_the_final_blend_blends_the_runs_that_finished(tmp_path, monkeypatch):
             blended.append((name, overwrite))
 
     monkeypatch.setattr(auto_run, "load_runs", lambda workdir, runs, comp, _: runs)
-    monkeypatch.setattr(auto_run, "make_submission", lambda runs, comp: blended.append(runs) or FakeSubmission())
+    monkeypatch.setattr(
+        auto_run, "make_submission", lambda runs, comp, blend: blended.append((runs, blend)) or FakeSubmission()
+    )
     stage = Stage(BLEND, "submit", "why", True, 1.0, runs=("auto-base", "auto-es", "auto-pseudo"))
     finished = {"cv:auto-base", "cv:auto-es"}
     o = auto_run._run_stage(stage, None, None, tmp_path, tmp_path, None, time.time() + 60, finished, True)
     assert o.status == "done" and o.note == "without auto-pseudo (not finished)"
-    assert blended == [["auto-base", "auto-es"], (BLEND, True)]
+    assert blended == [(["auto-base", "auto-es"], "auto"), (BLEND, True)]  # no round: submit's own choice
     # one run finished: its own submission is the final one, no blend of one
     o = auto_run._run_stage(stage, None, None, tmp_path, tmp_path, None, time.time() + 60, {"cv:auto-base"}, True)
     assert o.status == "not started" and "auto-es, auto-pseudo" in o.note
