@@ -262,10 +262,11 @@ def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeyp
     assert status[("cv", "auto-pseudo2")][0] == "done"
     # with pseudo-label rounds the final blend blends the rounds only, not the runs before them
     assert status[("submit", BLEND)] == ("done", "without auto-base, auto-es (the runs before the pseudo-label rounds)")
-    auto = json.loads(res.path.with_suffix(".json").read_text())["auto"]
+    manifest = json.loads(res.path.with_suffix(".json").read_text())
+    auto = manifest["auto"]
     rounds = ["auto-pseudo", "auto-pseudo2", "auto-pseudo3", "auto-pseudo4"]
     assert auto["source_submission"] == BLEND and auto["runs_used"] == rounds
-    assert json.loads(res.path.with_suffix(".json").read_text())["blend"] == "equal"  # across rounds: equal weights
+    assert manifest["blend"] == "equal"  # across rounds: equal weights
     assert "pseudo-labelled" in auto["estimate"]
 
 

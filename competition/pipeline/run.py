@@ -243,14 +243,15 @@ def _run_stage(
     if t0 + stage.seconds * pace > deadline:
         return StageOutcome(stage, "not started", f"would not finish in time: ~{duration(stage.seconds * pace)} needed")
     _say(quiet, f"auto: {stage.name}: submission of {', '.join(runs)}")
+    rounds_only = len(runs) < len(done)  # blend_runs kept the pseudo-label rounds only
     # the rounds differ on the test rows, which no validation fold holds: weights fitted out of fold across them chase
     # the training rows (on four new-speaker testbeds -0.0048 to +0.0003 held out against equal weights), so equal
-    blend = "equal" if any(r in (sources or {}) for r in runs) else "auto"
+    blend = "equal" if rounds_only else "auto"
     # overwrite: an earlier invocation's blend of fewer runs (one was not finished then) is replaced
     make_submission(load_runs(workdir, runs, comp, None), comp, blend=blend).write(out, stage.name, overwrite=True)
     finished.add(f"submit:{stage.name}")
     notes = [f"without {', '.join(missing)} (not finished)"] if missing else []
-    if len(runs) < len(done):
+    if rounds_only:
         notes.append(f"without {', '.join(r for r in done if r not in runs)} (the runs before the pseudo-label rounds)")
     return StageOutcome(stage, "done", "; ".join(notes), time.time() - t0, stage.seconds)
 
