@@ -11,7 +11,7 @@ import pytest
 from competition.cli import main
 from competition.config import resolve_config
 from competition.pipeline import run as auto_run
-from competition.pipeline.plan import BLEND, STAGE_OVERHEAD_S, Profile, es_factor, make_plan, submit_seconds
+from competition.pipeline.plan import BLEND, ROUNDS, STAGE_OVERHEAD_S, Profile, es_factor, make_plan, submit_seconds
 from competition.train.cv import DeadlineReached, train_claimed
 from competition.train.executor import LocalExecutor
 from competition.utils.errors import UserError
@@ -44,9 +44,9 @@ def test_best_on_shifted_data_plans_the_base_early_stopping_a_pseudo_round_and_t
     warm = cv["auto-es"].overrides | {"pseudo_init": "source", "pseudo_test_folds": True}
     assert cv["auto-pseudo"].overrides == warm
     assert cv["auto-pseudo2"].chosen and cv["auto-pseudo2"].pseudo_from == "auto-pseudo"  # a second round on the first
-    assert cv["auto-pseudo4"].chosen and cv["auto-pseudo4"].pseudo_from == "auto-pseudo3"  # and so on, four at most
-    assert all(cv[f"auto-pseudo{r}"].overrides == warm for r in (2, 3, 4)) and "auto-pseudo5" not in cv
-    rounds = ("auto-pseudo", "auto-pseudo2", "auto-pseudo3", "auto-pseudo4")
+    assert cv["auto-pseudo4"].chosen and cv["auto-pseudo4"].pseudo_from == "auto-pseudo3"  # and so on, ROUNDS at most
+    rounds = ("auto-pseudo", *(f"auto-pseudo{r}" for r in range(2, ROUNDS + 1)))
+    assert all(cv[r].chosen and cv[r].overrides == warm for r in rounds) and f"auto-pseudo{ROUNDS + 1}" not in cv
     assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es", *rounds)
     assert plan.seconds <= 3600
     # the time factor: early stopping's epochs for this size (~2.2x at 24,000 rows), the pseudo round more (its
@@ -95,6 +95,26 @@ def test_a_stage_that_would_not_fit_is_skipped_and_said_so():
     assert any("would not fit" in line for line in plan.lines())
 
 
+def test_a_stage_joins_only_with_time_left_for_the_final_blend_and_runs_until_then():
+    SLOW = {m: v * 10 for m, v in SPEEDS.items()}  # noqa: N806
+    full = make_plan(profile(True), SLOW, 3600, "best")
+    upto = [s.name for s in full.stages].index("auto-pseudo")
+    runs = sum(s.seconds for s in full.stages[:upto])  # the base run and early stopping with their submissions
+    blend = submit_seconds(profile(True), 6)
+    # the two runs fit, the final blend of the two does not: early stopping is skipped and said so
+    cv = by(plan := make_plan(profile(True), SLOW, runs + blend / 2, "best"), "cv")
+    assert cv["auto-base"].chosen and not cv["auto-es"].chosen
+    assert cv["auto-es"].why.startswith("would not fit:") and "needed with the final blend" in cv["auto-es"].why
+    assert plan.seconds <= runs + blend / 2  # what was chosen instead (a cheaper round on the base run) fits, blend too
+    # the two and their blend fit: the stages before the blend must end its seconds before the deadline
+    plan = make_plan(profile(True), SLOW, runs + blend + 1, "best")
+    final = plan.stages[-1]
+    assert final.name == BLEND and final.chosen and final.seconds == pytest.approx(blend)
+    assert auto_run.stage_deadline(plan, plan.stages[0], 1000.0, 2.0) == pytest.approx(1000.0 - 2 * blend)
+    assert auto_run.stage_deadline(plan, final, 1000.0, 2.0) == 1000.0
+    assert auto_run.stage_deadline(make_plan(profile(True), SLOW, 1.0, "best"), plan.stages[0], 1000.0, 2.0) == 1000.0
+
+
 def test_a_pseudo_round_is_priced_by_the_rows_its_written_source_labels():
     p = profile(True)
     assumed = make_plan(p, SPEEDS, 3600, "best")
@@ -111,9 +131,10 @@ def test_a_pseudo_round_is_priced_by_the_rows_its_written_source_labels():
     assert training(measured["auto-pseudo2"]) / training(cv["auto-pseudo2"]) == pytest.approx(
         (fold_rows + 6000) / (fold_rows + 0.8 * p.n_test)
     )
-    # time for the assumed plan's stages up to the second round: priced by its measured rows, it no longer fits
+    # time for the assumed plan's stages up to the second round and the final blend of the four runs: priced by its
+    # measured rows, the second round no longer fits
     upto = [s.name for s in assumed.stages].index("auto-pseudo3")
-    limit = sum(s.seconds for s in assumed.stages[:upto]) + 1
+    limit = sum(s.seconds for s in assumed.stages[:upto]) + submit_seconds(p, 12) + 1
     assert by(make_plan(p, SPEEDS, limit, "best"), "cv")["auto-pseudo2"].chosen
     tight = make_plan(p, SPEEDS, limit, "best", pseudo_rows={"auto-pseudo": 6000.0})
     second = by(tight, "cv")["auto-pseudo2"]
@@ -255,7 +276,8 @@ def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeyp
     trained.clear()
     res = tiny_auto(tiny_data, tmp_path, 300)
     # the unit left, then the further rounds
-    assert trained == ["auto-pseudo"] + ["auto-pseudo2"] * 2 + ["auto-pseudo3"] * 2 + ["auto-pseudo4"] * 2
+    later = [f"auto-pseudo{r}" for r in range(2, ROUNDS + 1)]
+    assert trained == ["auto-pseudo"] + [r for r in later for _ in range(2)]
     status = {(o.stage.kind, o.stage.name): (o.status, o.note) for o in res.outcomes}
     assert status[("cv", "auto-es")][0] == "resumed" and status[("submit", "auto-es")][0] == "resumed"
     assert status[("cv", "auto-pseudo")] == ("done", "resumed: 1 unit(s) were finished earlier")
@@ -264,8 +286,7 @@ def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeyp
     assert status[("submit", BLEND)] == ("done", "without auto-base, auto-es (the runs before the pseudo-label rounds)")
     manifest = json.loads(res.path.with_suffix(".json").read_text())
     auto = manifest["auto"]
-    rounds = ["auto-pseudo", "auto-pseudo2", "auto-pseudo3", "auto-pseudo4"]
-    assert auto["source_submission"] == BLEND and auto["runs_used"] == rounds
+    assert auto["source_submission"] == BLEND and auto["runs_used"] == ["auto-pseudo", *later]
     assert manifest["blend"] == "equal"  # across rounds: equal weights
     assert "pseudo-labelled" in auto["estimate"]
 

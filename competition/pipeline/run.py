@@ -141,7 +141,8 @@ def run_auto(
         while len(outcomes) < len(plan.stages):  # the plan may be remade after a stage; its stage order is fixed
             stage = plan.stages[len(outcomes)]
             sources = {s.name: s.pseudo_from for s in plan.stages if s.pseudo_from}  # pseudo round -> its source
-            outcome = _run_stage(stage, base, comp, workdir, out, executor, deadline, finished, quiet, pace, sources)
+            until = stage_deadline(plan, stage, deadline, pace)
+            outcome = _run_stage(stage, base, comp, workdir, out, executor, until, finished, quiet, pace, sources)
             outcomes.append(outcome)
             if stage.kind == "cv" and outcome.status == "done" and outcome.planned > 0:
                 pace = min(max(outcome.seconds / outcome.planned, MIN_PACE), MAX_PACE)
@@ -158,6 +159,13 @@ def run_auto(
         result = _write_auto(plan, outcomes, comp, workdir, out, start, finished, replans)
         _say(quiet, *_summary_lines(result))
     return result
+
+
+def stage_deadline(plan: Plan, stage: Stage, deadline: float, pace: float) -> float:
+    """The time by which ``stage`` must end: a stage before the plan's final blend leaves it its seconds at ``pace``
+    (a cv stage claims no unit batch that would eat into them), so the blend of what finished is still written."""
+    blend = plan.stages[-1]
+    return deadline - blend.seconds * pace if blend.name == BLEND and blend.chosen and stage is not blend else deadline
 
 
 def round_rows(submission: Path, base: Config, comp: Competition, workdir: Path) -> float | None:
