@@ -4,12 +4,14 @@
 #   - seeds 0, 8 and 4 of the noisy new-speaker testbed (made from the no-duplicate copy, --noisier-test), 20m
 #     (seed 4: the confirmation copy, checked after a change was chosen on the other two);
 #   - a small copy: 1,000 training rows of the seed-0 testbed (its test rows and labels), 5m;
-#   - the shipped data (no held-out labels: nested out-of-fold macro-F1 and the estimate), 15m.
+#   - the shipped data (no held-out labels: nested out-of-fold macro-F1 and the estimate), 15m;
+#   - on request (TESTBEDS), label-shift copies of seeds 0 and 8 (`bench/imbalance_copy.py --seed 0` and `1`:
+#     imbalanced training rows, test rows imbalanced another way), tb0ls and tb8ls, 15m.
 # Long (about 2 hours on 2 cores): run it on a quiet machine, e.g.
 #     bash bench/auto_figures.sh /tmp/auto_figures
 # Writes $OUT/auto_figures.csv (testbed, what, limit, seconds, estimate, nested OOF, held-out macro-F1, load) and
 # keeps every workdir, so `run.py runs --workdir ...` and `run.py report` can read the stages.
-# TESTBEDS="small tb0" (any of small tb0 tb8 tb4 shipped) and WHAT="default" (default, auto or both) run a subset.
+# TESTBEDS="small tb0" (any of small tb0 tb8 tb4 shipped tb0ls tb8ls) and WHAT="default" (default, auto or both) run a subset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/auto_figures}
@@ -40,6 +42,13 @@ for name in ("x_test_wr.npy", "x_test_sp.npy", "sample_submission.csv", "holdout
     shutil.copy(src / name, dst / name)
 EOF
 fi
+for pair in tb0ls:0 tb8ls:1; do  # made only when asked for: not in the default TESTBEDS
+  name=${pair%%:*}
+  case " $TESTBEDS " in *" $name "*)
+    [ -f "$OUT/$name/holdout_labels.csv" ] ||
+      python3 bench/imbalance_copy.py --data "$OUT/${name%ls}" --out "$OUT/$name" --seed "${pair##*:}" ;;
+  esac
+done
 CSV="$OUT/auto_figures.csv"
 [ -f "$CSV" ] || echo "testbed,what,limit,seconds,estimated_test_macro_f1,nested_oof_macro_f1,heldout_macro_f1,load" > "$CSV"
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
@@ -68,7 +77,7 @@ run_default() {  # testbed data labels: default cv + submit
   local j="$OUT/subs-$name-default/submission.json"
   echo "$name,default cv + submit,,$(python3 -c "print(round($t1-$t0,1))"),,$(oof_of "$j"),$(held_of "$OUT/subs-$name-default/submission.csv" "$labels"),$load" >> "$CSV"
 }
-limit_of() { case $1 in small) echo 5m ;; shipped) echo 15m ;; *) echo 20m ;; esac; }
+limit_of() { case $1 in small) echo 5m ;; shipped | *ls) echo 15m ;; *) echo 20m ;; esac; }
 for tb in $TESTBEDS; do
   if [ "$tb" = shipped ]; then data=data/wsd labels=""; else data="$OUT/$tb" labels="$OUT/$tb/holdout_labels.csv"; fi
   for what in $WHAT; do
