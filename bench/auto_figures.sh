@@ -3,7 +3,8 @@
 # estimated_test_macro_f1 and its wall time against the limit, on
 #   - seeds 0, 8 and 4 of the noisy new-speaker testbed (made from the no-duplicate copy, --noisier-test), 20m
 #     (seed 4: the confirmation copy, checked after a change was chosen on the other two);
-#   - a small copy: 1,000 training rows of the seed-0 testbed (its test rows and labels), 5m;
+#   - a small copy: 1,000 training rows of the seed-0 testbed (its test rows and labels), 5m; on request (TESTBEDS)
+#     small8, the same of the seed-8 testbed;
 #   - the shipped data (no held-out labels: nested out-of-fold macro-F1 and the estimate), 15m;
 #   - on request (TESTBEDS), label-shift copies of seeds 0 and 8 (`bench/imbalance_copy.py --seed 0` and `1`:
 #     imbalanced training rows, test rows imbalanced another way), tb0ls and tb8ls, 15m.
@@ -11,7 +12,7 @@
 #     bash bench/auto_figures.sh /tmp/auto_figures
 # Writes $OUT/auto_figures.csv (testbed, what, limit, seconds, estimate, nested OOF, held-out macro-F1, load) and
 # keeps every workdir, so `run.py runs --workdir ...` and `run.py report` can read the stages.
-# TESTBEDS="small tb0" (any of small tb0 tb8 tb4 shipped tb0ls tb8ls) and WHAT="default" (default, auto or both) run a subset.
+# TESTBEDS="small tb0" (any of small small8 tb0 tb8 tb4 shipped tb0ls tb8ls) and WHAT="default" (default, auto or both) run a subset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/auto_figures}
@@ -24,8 +25,11 @@ for seed in 0 8 4; do
   [ -f "$OUT/tb$seed/holdout_labels.csv" ] ||
     python3 bench/speaker_testbed.py make --data "$UNIQUE" --out "$OUT/tb$seed" --seed $seed --noisier-test
 done
-if [ ! -f "$OUT/small/holdout_labels.csv" ]; then  # 1,000 training rows of tb0, stratified; its test rows unchanged
-  python3 - "$OUT/tb0" "$OUT/small" <<'EOF'
+for pair in small:tb0 small8:tb8; do  # 1,000 training rows of tb0 (tb8), stratified; its test rows unchanged
+  name=${pair%%:*}
+  [ -f "$OUT/$name/holdout_labels.csv" ] && continue
+  case " $TESTBEDS " in *" $name "*) ;; *) [ "$name" = small ] || continue ;; esac  # small8: only when asked for
+  python3 - "$OUT/${pair##*:}" "$OUT/$name" <<'EOF'
 import shutil, sys
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -41,7 +45,7 @@ y.iloc[keep].reset_index(drop=True).assign(row_id=np.arange(len(keep))).to_csv(d
 for name in ("x_test_wr.npy", "x_test_sp.npy", "sample_submission.csv", "holdout_labels.csv"):
     shutil.copy(src / name, dst / name)
 EOF
-fi
+done
 for pair in tb0ls:0 tb8ls:1; do  # made only when asked for: not in the default TESTBEDS
   name=${pair%%:*}
   case " $TESTBEDS " in *" $name "*)
@@ -77,7 +81,7 @@ run_default() {  # testbed data labels: default cv + submit
   local j="$OUT/subs-$name-default/submission.json"
   echo "$name,default cv + submit,,$(python3 -c "print(round($t1-$t0,1))"),,$(oof_of "$j"),$(held_of "$OUT/subs-$name-default/submission.csv" "$labels"),$load" >> "$CSV"
 }
-limit_of() { case $1 in small) echo 5m ;; shipped | *ls) echo 15m ;; *) echo 20m ;; esac; }
+limit_of() { case $1 in small*) echo 5m ;; shipped | *ls) echo 15m ;; *) echo 20m ;; esac; }
 for tb in $TESTBEDS; do
   if [ "$tb" = shipped ]; then data=data/wsd labels=""; else data="$OUT/$tb" labels="$OUT/$tb/holdout_labels.csv"; fi
   for what in $WHAT; do

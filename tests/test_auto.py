@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,7 +12,16 @@ import pytest
 from competition.cli import main
 from competition.config import resolve_config
 from competition.pipeline import run as auto_run
-from competition.pipeline.plan import BLEND, ROUNDS, STAGE_OVERHEAD_S, Profile, es_factor, make_plan, submit_seconds
+from competition.pipeline.plan import (
+    BLEND,
+    ROUNDS,
+    STAGE_OVERHEAD_S,
+    Profile,
+    blend_seconds,
+    es_factor,
+    make_plan,
+    submit_seconds,
+)
 from competition.train.cv import DeadlineReached, train_claimed
 from competition.train.executor import LocalExecutor
 from competition.utils.errors import UserError
@@ -84,6 +94,10 @@ def test_a_stage_that_would_not_fit_is_skipped_and_said_so():
     assert cv["auto-pseudo"].chosen and not cv["auto-pseudo2"].chosen
     assert cv["auto-pseudo2"].why.startswith("would not fit:")
     assert by(plan, "submit")[BLEND].runs == ("auto-base", "auto-es", "auto-pseudo")
+    # the only round needs no time for a final blend (its own submission is the final one): it fits in its own time
+    runs = ("auto-base", "auto-es", "auto-pseudo")
+    plan = make_plan(profile(True), SLOW, sum(cost[r] + sub[r] for r in runs) + 1, "best")
+    assert by(plan, "cv")["auto-pseudo"].chosen and by(plan, "submit")[BLEND].seconds == 0
     # less time: the base run only; early stopping would not fit, nor would a pseudo round on the base run
     cv = by(plan := make_plan(profile(True), SLOW, cost["auto-base"] + sub["auto-base"] + 5, "best"), "cv")
     assert cv["auto-base"].chosen
@@ -97,22 +111,26 @@ def test_a_stage_that_would_not_fit_is_skipped_and_said_so():
 
 def test_a_stage_joins_only_with_time_left_for_the_final_blend_and_runs_until_then():
     SLOW = {m: v * 10 for m, v in SPEEDS.items()}  # noqa: N806
-    full = make_plan(profile(True), SLOW, 3600, "best")
-    upto = [s.name for s in full.stages].index("auto-pseudo")
+    full = make_plan(profile(False), SLOW, 3600, "best")
+    upto = [s.name for s in full.stages].index("auto-pseudo")  # test rows like the training rows: no round follows
     runs = sum(s.seconds for s in full.stages[:upto])  # the base run and early stopping with their submissions
-    blend = submit_seconds(profile(True), 6)
+    blend = submit_seconds(profile(False), 6)
     # the two runs fit, the final blend of the two does not: early stopping is skipped and said so
-    cv = by(plan := make_plan(profile(True), SLOW, runs + blend / 2, "best"), "cv")
+    cv = by(plan := make_plan(profile(False), SLOW, runs + blend / 2, "best"), "cv")
     assert cv["auto-base"].chosen and not cv["auto-es"].chosen
     assert cv["auto-es"].why.startswith("would not fit:") and "needed with the final blend" in cv["auto-es"].why
-    assert plan.seconds <= runs + blend / 2  # what was chosen instead (a cheaper round on the base run) fits, blend too
+    assert plan.seconds <= runs + blend / 2
+    # on shifted test rows the final blend leaves the base recipe out: early stopping's own submission is the final one,
+    # so early stopping needs no time for a blend
+    shifted = make_plan(profile(True), SLOW, runs + blend / 2, "best")
+    assert by(shifted, "cv")["auto-es"].chosen and by(shifted, "submit")[BLEND].seconds == 0
     # the two and their blend fit: the stages before the blend must end its seconds before the deadline
-    plan = make_plan(profile(True), SLOW, runs + blend + 1, "best")
+    plan = make_plan(profile(False), SLOW, runs + blend + 1, "best")
     final = plan.stages[-1]
     assert final.name == BLEND and final.chosen and final.seconds == pytest.approx(blend)
     assert auto_run.stage_deadline(plan, plan.stages[0], 1000.0, 2.0) == pytest.approx(1000.0 - 2 * blend)
     assert auto_run.stage_deadline(plan, final, 1000.0, 2.0) == 1000.0
-    assert auto_run.stage_deadline(make_plan(profile(True), SLOW, 1.0, "best"), plan.stages[0], 1000.0, 2.0) == 1000.0
+    assert auto_run.stage_deadline(make_plan(profile(False), SLOW, 1.0, "best"), plan.stages[0], 1000.0, 2.0) == 1000.0
 
 
 def test_a_pseudo_round_is_priced_by_the_rows_its_written_source_labels():
@@ -131,10 +149,10 @@ def test_a_pseudo_round_is_priced_by_the_rows_its_written_source_labels():
     assert training(measured["auto-pseudo2"]) / training(cv["auto-pseudo2"]) == pytest.approx(
         (fold_rows + 6000) / (fold_rows + 0.8 * p.n_test)
     )
-    # time for the assumed plan's stages up to the second round and the final blend of the four runs: priced by its
+    # time for the assumed plan's stages up to the second round and the final blend of the two rounds: priced by its
     # measured rows, the second round no longer fits
     upto = [s.name for s in assumed.stages].index("auto-pseudo3")
-    limit = sum(s.seconds for s in assumed.stages[:upto]) + submit_seconds(p, 12) + 1
+    limit = sum(s.seconds for s in assumed.stages[:upto]) + submit_seconds(p, 6) + 1
     assert by(make_plan(p, SPEEDS, limit, "best"), "cv")["auto-pseudo2"].chosen
     tight = make_plan(p, SPEEDS, limit, "best", pseudo_rows={"auto-pseudo": 6000.0})
     second = by(tight, "cv")["auto-pseudo2"]
@@ -313,7 +331,7 @@ def test_each_cv_stage_sets_the_pace_of_the_next(tiny_data, tmp_path, monkeypatc
             return auto_run.StageOutcome(stage, "done", "", 3 * stage.seconds, stage.seconds)
         return auto_run.StageOutcome(stage, "skipped")
 
-    monkeypatch.setattr(auto_run, "_run_stage", lambda st, *a: fake_stage(st, pace=a[-2]))
+    monkeypatch.setattr(auto_run, "_run_stage", lambda st, *a: fake_stage(st, pace=a[8]))
     tiny_auto(tiny_data, tmp_path, 300, preset="best")
     assert paces[0] == ("cv", "auto-base", 1.0) and paces[1] == ("submit", "auto-base", 3.0)
     assert all(p == 3.0 for _, _, p in paces[1:])
@@ -364,24 +382,34 @@ def test_the_final_blend_blends_the_runs_that_finished(tmp_path, monkeypatch):
     monkeypatch.setattr(
         auto_run, "make_submission", lambda runs, comp, blend: blended.append((runs, blend)) or FakeSubmission()
     )
-    stage = Stage(BLEND, "submit", "why", True, 1.0, runs=("auto-base", "auto-es", "auto-pseudo"))
+    # planned as a round's own submission (no blend: 0 s); the round did not finish, so it blends the two runs before
+    stage = Stage(BLEND, "submit", "why", True, 0.0, runs=("auto-base", "auto-es", "auto-pseudo"))
+    base, comp = SimpleNamespace(models=("fusion", "image", "audio")), SimpleNamespace(n_train=100_000)
     finished = {"cv:auto-base", "cv:auto-es"}
-    o = auto_run._run_stage(stage, None, None, tmp_path, tmp_path, None, time.time() + 60, finished, True)
+    two = blend_seconds(100_000, 6)  # two runs of three models: priced as what it blends, not as planned
+    o = auto_run._run_stage(stage, base, comp, tmp_path, tmp_path, None, time.time() + two - 5, finished, True)
+    assert o.status == "not started" and o.note.startswith("would not finish in time") and not blended
+    o = auto_run._run_stage(stage, base, comp, tmp_path, tmp_path, None, time.time() + two + 5, finished, True)
     assert o.status == "done" and o.note == "without auto-pseudo (not finished)"
     assert blended == [(["auto-base", "auto-es"], "auto"), (BLEND, True)]  # no round: submit's own choice
     # one run finished: its own submission is the final one, no blend of one
-    o = auto_run._run_stage(stage, None, None, tmp_path, tmp_path, None, time.time() + 60, {"cv:auto-base"}, True)
+    o = auto_run._run_stage(stage, base, comp, tmp_path, tmp_path, None, time.time() + 60, {"cv:auto-base"}, True)
     assert o.status == "not started" and "auto-es, auto-pseudo" in o.note
 
 
 def test_with_pseudo_rounds_the_final_blend_blends_the_rounds_only():
-    from competition.pipeline.run import blend_runs
+    from competition.pipeline.plan import blend_runs
 
     sources = {"auto-pseudo": "auto-es"}
-    assert blend_runs(["auto-base", "auto-es", "auto-pseudo"], sources) == ["auto-pseudo"]
-    assert blend_runs(["auto-base", "auto-es"], sources) == ["auto-base", "auto-es"]  # the round did not finish
-    two = {"auto-pseudo": "auto-es", "auto-pseudo2": "auto-pseudo"}
-    assert blend_runs(["auto-base", "auto-es", "auto-pseudo", "auto-pseudo2"], two) == ["auto-pseudo", "auto-pseudo2"]
+    for shifted in (True, False):
+        assert blend_runs(["auto-base", "auto-es", "auto-pseudo"], sources, shifted) == ["auto-pseudo"]
+        two = {"auto-pseudo": "auto-es", "auto-pseudo2": "auto-pseudo"}
+        rounds = ["auto-pseudo", "auto-pseudo2"]
+        assert blend_runs(["auto-base", "auto-es", *rounds], two, shifted) == rounds
+        assert blend_runs(["auto-base"], sources, shifted) == ["auto-base"]
+    # no round finished: on test rows like the training rows the runs blended, on shifted ones the base recipe left out
+    assert blend_runs(["auto-base", "auto-es"], sources, False) == ["auto-base", "auto-es"]
+    assert blend_runs(["auto-base", "auto-es"], sources, True) == ["auto-es"]
 
 
 def test_one_round_finished_the_blend_is_skipped_for_its_own_submission(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ from competition.ensemble.blend import combine, fold_blends, to_space
 from competition.ensemble.confidence import confidence_macro_f1
 from competition.ensemble.covariate import likeness_weights
 from competition.metrics import macro_f1
-from competition.pipeline.plan import BLEND, Plan, Stage, duration, make_plan
+from competition.pipeline.plan import BLEND, Plan, Stage, blend_runs, blend_seconds, duration, make_plan
 from competition.pipeline.probe import measure_profile, probe_speeds
 from competition.store.atomic import check_writable, write_bytes, write_json
 from competition.store.loading import load_finished_run, load_runs
@@ -142,7 +142,9 @@ def run_auto(
             stage = plan.stages[len(outcomes)]
             sources = {s.name: s.pseudo_from for s in plan.stages if s.pseudo_from}  # pseudo round -> its source
             until = stage_deadline(plan, stage, deadline, pace)
-            outcome = _run_stage(stage, base, comp, workdir, out, executor, until, finished, quiet, pace, sources)
+            outcome = _run_stage(
+                stage, base, comp, workdir, out, executor, until, finished, quiet, pace, sources, plan.profile.shifted
+            )
             outcomes.append(outcome)
             if stage.kind == "cv" and outcome.status == "done" and outcome.planned > 0:
                 pace = min(max(outcome.seconds / outcome.planned, MIN_PACE), MAX_PACE)
@@ -205,7 +207,7 @@ def _replan(
 
 def _run_stage(
     stage: Stage, base: Config, comp: Competition, workdir: Path, out: Path, executor: Executor, deadline: float,
-    finished: set[str], quiet: bool, pace: float = 1.0, sources: dict[str, str] | None = None,
+    finished: set[str], quiet: bool, pace: float = 1.0, sources: dict[str, str] | None = None, shifted: bool = False,
 ) -> StageOutcome:  # fmt: skip
     """Run one stage unless it is skipped, already finished, waits on an unfinished one, or would not end before
     ``deadline`` at ``pace`` times its planned seconds."""
@@ -239,19 +241,25 @@ def _run_stage(
         return StageOutcome(stage, "done", note, time.time() - t0, planned)
     done = [r for r in stage.runs if f"cv:{r}" in finished]
     missing = [r for r in stage.runs if r not in done]
-    runs = blend_runs(done, sources or {})
+    sources = sources or {}
+    runs = blend_runs(done, sources, shifted)
+    rounds_only = any(r in sources for r in runs)  # blend_runs kept the pseudo-label rounds only
+    left_out = [r for r in done if r not in runs]
+    why = "the runs before the pseudo-label rounds" if rounds_only else "the base recipe: shifted test rows"
     if not runs or (missing and len(runs) < 2):  # a blend of one run would repeat that run's own submission
         return StageOutcome(stage, "not started", f"needs the run(s) {', '.join(missing)}, not finished")
     if len(runs) == 1 and f"submit:{runs[0]}" in finished:
-        note = f"{runs[0]}'s own submission is the final one: the runs before the pseudo-label round are left out"
+        note = f"{runs[0]}'s own submission is the final one" + (
+            f": {', '.join(left_out)} left out ({why})" * bool(left_out)
+        )
         return StageOutcome(stage, "skipped", note)
     if _written_from(out, stage.name) == runs:
         finished.add(f"submit:{stage.name}")
         return StageOutcome(stage, "resumed", "written by an earlier invocation")
-    if t0 + stage.seconds * pace > deadline:
-        return StageOutcome(stage, "not started", f"would not finish in time: ~{duration(stage.seconds * pace)} needed")
+    seconds = blend_seconds(comp.n_train, len(base.models) * len(runs))  # what it blends now, not what was planned
+    if t0 + seconds * pace > deadline:
+        return StageOutcome(stage, "not started", f"would not finish in time: ~{duration(seconds * pace)} needed")
     _say(quiet, f"auto: {stage.name}: submission of {', '.join(runs)}")
-    rounds_only = len(runs) < len(done)  # blend_runs kept the pseudo-label rounds only
     # the rounds differ on the test rows, which no validation fold holds: weights fitted out of fold across them chase
     # the training rows (on four new-speaker testbeds -0.0048 to +0.0003 held out against equal weights), so equal
     blend = "equal" if rounds_only else "auto"
@@ -259,20 +267,9 @@ def _run_stage(
     make_submission(load_runs(workdir, runs, comp, None), comp, blend=blend).write(out, stage.name, overwrite=True)
     finished.add(f"submit:{stage.name}")
     notes = [f"without {', '.join(missing)} (not finished)"] if missing else []
-    if rounds_only:
-        notes.append(f"without {', '.join(r for r in done if r not in runs)} (the runs before the pseudo-label rounds)")
-    return StageOutcome(stage, "done", "; ".join(notes), time.time() - t0, stage.seconds)
-
-
-def blend_runs(runs: list[str], sources: dict[str, str]) -> list[str]:
-    """The finished ``runs`` (in plan order) the final blend blends: with a pseudo-label round among them, the rounds
-    only (one round: its own submission is the final one). A round's out-of-fold figures understate its gain on the
-    test rows (its extra rows are test-like, no validation fold is), so blend weights fitted out of fold lean on the
-    runs before it: on new-speaker testbeds the round alone scored 0.9656 and 0.9445 held-out, its blend with its
-    source 0.9644 and 0.9345 (bench/results/auto.md). ``sources``: {pseudo-label round: the run whose submission it
-    used}."""
-    rounds = [r for r in runs if sources.get(r) in runs]
-    return rounds or runs
+    if left_out:
+        notes.append(f"without {', '.join(left_out)} ({why})")
+    return StageOutcome(stage, "done", "; ".join(notes), time.time() - t0, seconds)
 
 
 def _written_from(out: Path, name: str) -> list[str] | None:
