@@ -224,6 +224,8 @@ def _auc(p: Profile) -> str:
 def _want_base(p: Profile, ctx: Context) -> tuple[bool, str]:
     if ctx.preset == "fast":
         return True, "the base recipe (preset fast)"
+    if p.shifted:  # the final blend leaves it out (blend_runs)
+        return True, "the base recipe first: a submission early whatever happens later"
     return True, "the base recipe first: a submission early whatever happens later, and a member of the final blend"
 
 

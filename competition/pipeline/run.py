@@ -249,9 +249,9 @@ def _run_stage(
     if not runs or (missing and len(runs) < 2):  # a blend of one run would repeat that run's own submission
         return StageOutcome(stage, "not started", f"needs the run(s) {', '.join(missing)}, not finished")
     if len(runs) == 1 and f"submit:{runs[0]}" in finished:
-        note = f"{runs[0]}'s own submission is the final one" + (
-            f": {', '.join(left_out)} left out ({why})" * bool(left_out)
-        )
+        note = f"{runs[0]}'s own submission is the final one"
+        if left_out:
+            note += f": {', '.join(left_out)} left out ({why})"
         return StageOutcome(stage, "skipped", note)
     if _written_from(out, stage.name) == runs:
         finished.add(f"submit:{stage.name}")
