@@ -198,8 +198,13 @@ def test_the_costliest_units_start_first_one_on_each_worker(local_cluster, tiny_
     assert len(units) == 4
     units.sort(key=lambda t: min(s["start"] for s in t["startstops"] if s["action"] == "compute"))
     costliest = max(cfg.models, key=_parameter_count)  # cv's own cost order
-    assert len({t["worker"] for t in units[:2]}) == 2
-    assert all(str(t["key"]).startswith(f"cv-{costliest}-fold") for t in units[:2]), [t["key"] for t in units]
+    # each worker's first unit, not the first two to start: a worker slow to start its first unit (loading torch on a
+    # loaded machine) may see the other finish a tiny unit and start its next one before it
+    first: dict[str, dict] = {}
+    for t in units:
+        first.setdefault(t["worker"], t)
+    assert len(first) == 2
+    assert all(str(t["key"]).startswith(f"cv-{costliest}-fold") for t in first.values()), [t["key"] for t in units]
 
 
 def test_bad_scheduler_address_is_one_line_exit_2(tiny_data, tmp_path, capsys):
