@@ -275,7 +275,7 @@ BLEND = "auto-blend"
 BASE = LEVERS[0].name  # the base recipe's run
 
 
-def _sources(stages: Sequence[Stage]) -> dict[str, str]:
+def round_sources(stages: Sequence[Stage]) -> dict[str, str]:
     """{pseudo-label round: the run whose submission it uses} of ``stages``."""
     return {s.name: s.pseudo_from for s in stages if s.pseudo_from}
 
@@ -335,7 +335,7 @@ def make_plan(
         # would be of one run, e.g. the first pseudo-label round: its own submission is the final one)
         runs, sources = (
             [s.name for s in chosen] + [lever.name],
-            _sources(chosen) | ({lever.name: source} if source else {}),
+            round_sources(chosen) | ({lever.name: source} if source else {}),
         )
         blend = 0.0 if lever.name in done else final_blend_seconds(profile, runs, sources) * pace
         if ok and needed + blend > left:
@@ -355,7 +355,7 @@ def make_plan(
         if ok:
             chosen.append(stage)
             left -= needed
-    blend_s = final_blend_seconds(profile, [s.name for s in chosen], _sources(chosen))
+    blend_s = final_blend_seconds(profile, [s.name for s in chosen], round_sources(chosen))
     if len(chosen) < 2:
         stages.append(Stage(BLEND, "submit", "one run: its submission is the final one", False, 0.0))
     elif blend_s * pace > left:

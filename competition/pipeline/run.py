@@ -28,7 +28,16 @@ from competition.ensemble.blend import combine, fold_blends, to_space
 from competition.ensemble.confidence import confidence_macro_f1
 from competition.ensemble.covariate import likeness_weights
 from competition.metrics import macro_f1
-from competition.pipeline.plan import BLEND, Plan, Stage, blend_runs, blend_seconds, duration, make_plan
+from competition.pipeline.plan import (
+    BLEND,
+    Plan,
+    Stage,
+    blend_runs,
+    blend_seconds,
+    duration,
+    make_plan,
+    round_sources,
+)
 from competition.pipeline.probe import measure_profile, probe_speeds
 from competition.store.atomic import check_writable, write_bytes, write_json
 from competition.store.loading import load_finished_run, load_runs
@@ -140,7 +149,7 @@ def run_auto(
     try:
         while len(outcomes) < len(plan.stages):  # the plan may be remade after a stage; its stage order is fixed
             stage = plan.stages[len(outcomes)]
-            sources = {s.name: s.pseudo_from for s in plan.stages if s.pseudo_from}  # pseudo round -> its source
+            sources = round_sources(plan.stages)  # pseudo round -> its source
             until = stage_deadline(plan, stage, deadline, pace)
             outcome = _run_stage(
                 stage, base, comp, workdir, out, executor, until, finished, quiet, pace, sources, plan.profile.shifted
