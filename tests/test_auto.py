@@ -115,11 +115,20 @@ def test_a_stage_joins_only_with_time_left_for_the_final_blend_and_runs_until_th
     upto = [s.name for s in full.stages].index("auto-pseudo")  # test rows like the training rows: no round follows
     runs = sum(s.seconds for s in full.stages[:upto])  # the base run and early stopping with their submissions
     blend = submit_seconds(profile(False), 6)
-    # the two runs fit, the final blend of the two does not: early stopping is skipped and said so
+    # the two runs fit, the final blend of the two does not: early stopping joins as a part, its first model's folds
+    # and the blend fit; it trains until the deadline (the blend's seconds before the limit), and nothing after it
     cv = by(plan := make_plan(profile(False), SLOW, runs + blend / 2, "best"), "cv")
-    assert cv["auto-base"].chosen and not cv["auto-es"].chosen
+    es = cv["auto-es"]
+    assert cv["auto-base"].chosen and es.chosen and es.part_seconds > 0 and es.part_seconds < es.seconds
+    assert es.why.startswith("only part fits:") and "(and the final blend)" in es.why
+    assert plan.seconds <= runs + blend / 2 and by(plan, "submit")[BLEND].chosen
+    # one model: its part is the whole stage; early stopping is skipped and said so
+    one = profile(False, models=("fusion",))
+    full1 = make_plan(one, SLOW, 3600, "best")
+    runs1 = sum(s.seconds for s in full1.stages[: [s.name for s in full1.stages].index("auto-pseudo")])
+    cv = by(plan := make_plan(one, SLOW, runs1 + submit_seconds(one, 2) / 2, "best"), "cv")
+    assert cv["auto-base"].chosen and not cv["auto-es"].chosen and cv["auto-es"].part_seconds == 0
     assert cv["auto-es"].why.startswith("would not fit:") and "needed with the final blend" in cv["auto-es"].why
-    assert plan.seconds <= runs + blend / 2
     # on shifted test rows the final blend leaves the base recipe out: early stopping's own submission is the final one,
     # so early stopping needs no time for a blend
     shifted = make_plan(profile(True), SLOW, runs + blend / 2, "best")
@@ -128,9 +137,14 @@ def test_a_stage_joins_only_with_time_left_for_the_final_blend_and_runs_until_th
     plan = make_plan(profile(False), SLOW, runs + blend + 1, "best")
     final = plan.stages[-1]
     assert final.name == BLEND and final.chosen and final.seconds == pytest.approx(blend)
-    assert auto_run.stage_deadline(plan, plan.stages[0], 1000.0, 2.0) == pytest.approx(1000.0 - 2 * blend)
+    own = submit_seconds(profile(False), 3)  # a cv stage also leaves its own submission's seconds
+    assert plan.stages[0].kind == "cv" and plan.stages[1].kind == "submit"
+    assert auto_run.stage_deadline(plan, plan.stages[0], 1000.0, 2.0) == pytest.approx(1000.0 - 2 * blend - 2 * own)
+    assert auto_run.stage_deadline(plan, plan.stages[1], 1000.0, 2.0) == pytest.approx(1000.0 - 2 * blend)
     assert auto_run.stage_deadline(plan, final, 1000.0, 2.0) == 1000.0
-    assert auto_run.stage_deadline(make_plan(profile(False), SLOW, 1.0, "best"), plan.stages[0], 1000.0, 2.0) == 1000.0
+    nothing = make_plan(profile(False), SLOW, 1.0, "best")  # no final blend chosen
+    assert auto_run.stage_deadline(nothing, plan.stages[0], 1000.0, 2.0) == pytest.approx(1000.0 - 2 * own)
+    assert auto_run.stage_deadline(nothing, plan.stages[1], 1000.0, 2.0) == 1000.0
 
 
 def test_a_pseudo_round_is_priced_by_the_rows_its_written_source_labels():
@@ -156,7 +170,8 @@ def test_a_pseudo_round_is_priced_by_the_rows_its_written_source_labels():
     assert by(make_plan(p, SPEEDS, limit, "best"), "cv")["auto-pseudo2"].chosen
     tight = make_plan(p, SPEEDS, limit, "best", pseudo_rows={"auto-pseudo": 6000.0})
     second = by(tight, "cv")["auto-pseudo2"]
-    assert not second.chosen and second.why.startswith("would not fit:") and "6000 pseudo-labelled" in second.why
+    assert second.why.startswith("only part fits:") and "6000 pseudo-labelled" in second.why  # no longer all of it
+    assert second.part_seconds > 0 and not by(tight, "cv")["auto-pseudo3"].chosen
 
 
 def test_fast_is_the_base_recipe_and_best_unshifted_skips_the_pseudo_round():
@@ -309,6 +324,44 @@ def test_a_rerun_resumes_after_an_interrupted_stage(tiny_data, tmp_path, monkeyp
     assert "pseudo-labelled" in auto["estimate"]
 
 
+def test_a_stage_stopped_at_a_unit_boundary_submits_the_models_it_finished(tiny_data, tmp_path, monkeypatch):
+    import competition
+
+    real = auto_run.run_cv
+
+    def stopped_after_image(cfg, comp, workdir, name, *a):  # the image folds trained, then the deadline
+        real(cfg, comp, workdir, name, *a)
+        for f in (workdir / name / "audio").glob("fold1*"):
+            f.unlink()
+        raise DeadlineReached(1)
+
+    def run(**kw):
+        return competition.auto(tiny_data, 300, "fast", tmp_path / "w", tmp_path / "subs", overrides=TINY,
+                                models=["image", "audio"], speeds={"image": 2e-4, "audio": 2e-4}, **kw)  # fmt: skip
+
+    monkeypatch.setattr(auto_run, "run_cv", stopped_after_image)
+    res = run()
+    status = {(o.stage.kind, o.stage.name): (o.status, o.note) for o in res.outcomes}
+    assert status[("cv", "auto-base")][0] == "stopped"
+    assert status[("submit", "auto-base")] == (
+        "done", "auto-base: image only (stopped at a unit boundary before its other models)"
+    )  # fmt: skip
+    manifest = json.loads(res.path.with_suffix(".json").read_text())
+    assert manifest["auto"]["source_submission"] == "auto-base" and manifest["models"] == ["auto-base/image"]
+    assert res.estimated_test_macro_f1 is not None
+    # a rerun trains the unit left and writes the submission again, of both models
+    monkeypatch.setattr(auto_run, "run_cv", real)
+    res = run()
+    status = {(o.stage.kind, o.stage.name): (o.status, o.note) for o in res.outcomes}
+    assert status[("cv", "auto-base")] == ("done", "resumed: 3 unit(s) were finished earlier")
+    assert status[("submit", "auto-base")] == ("done", "")
+    manifest = json.loads(res.path.with_suffix(".json").read_text())
+    assert sorted(manifest["models"] + manifest["left_out"]) == ["auto-base/audio", "auto-base/image"]
+    # and a third finds it written
+    res = run()
+    assert {(o.stage.kind, o.stage.name): o.status for o in res.outcomes}[("submit", "auto-base")] == "resumed"
+
+
 # --- pacing: a stage slower than planned re-prices the later ones --------------------------------------------
 
 
@@ -320,6 +373,20 @@ def test_a_later_stage_priced_at_the_measured_pace_is_not_started(tmp_path):
     deadline = time.time() + 30
     o = auto_run._run_stage(stage, cfg, None, tmp_path / "w", tmp_path, None, deadline, set(), True, pace=5.0)
     assert o.status == "not started" and "would not finish in time: ~50s" in o.note
+
+
+def test_a_part_stage_starts_when_its_first_models_folds_fit(tmp_path, monkeypatch):
+    from competition.pipeline.plan import Stage
+
+    started = []
+    monkeypatch.setattr(auto_run, "run_cv", lambda cfg, comp, workdir, name, *a: started.append((name, a[-2])))
+    cfg, _ = resolve_config(None, {"folds": 2, "device": "cpu"}, "image")
+    part = Stage("auto-es", "cv", "why", True, 100.0, {"early_stop": True}, unit_seconds=2.0, part_seconds=20.0)
+    deadline = time.time() + 50  # the whole stage (~200 s at pace 2) would not end by then, its part (~40 s) does
+    o = auto_run._run_stage(part, cfg, None, tmp_path / "w", tmp_path, None, deadline, set(), True, pace=2.0)
+    assert o.status == "done" and started == [("auto-es", deadline)]  # trained until the deadline
+    o = auto_run._run_stage(part, cfg, None, tmp_path / "w", tmp_path, None, time.time() + 30, set(), True, pace=2.0)
+    assert o.status == "not started" and "~40s" in o.note and len(started) == 1
 
 
 def test_each_cv_stage_sets_the_pace_of_the_next(tiny_data, tmp_path, monkeypatch):
@@ -395,6 +462,61 @@ def test_the_final_blend_blends_the_runs_that_finished(tmp_path, monkeypatch):
     # one run finished: its own submission is the final one, no blend of one
     o = auto_run._run_stage(stage, base, comp, tmp_path, tmp_path, None, time.time() + 60, {"cv:auto-base"}, True)
     assert o.status == "not started" and "auto-es, auto-pseudo" in o.note
+
+
+def test_the_final_blend_takes_a_stopped_round_with_the_models_it_finished(tmp_path, monkeypatch):
+    from competition.pipeline.plan import Stage
+
+    blended = []
+
+    class FakeSubmission:
+        def write(self, out, name, overwrite=False):
+            blended.append(name)
+
+    three = ["fusion", "image", "audio"]
+    monkeypatch.setattr(auto_run, "complete_models", lambda d: ["fusion"] if d.name == "auto-pseudo2" else three)
+    monkeypatch.setattr(auto_run, "load_runs", lambda workdir, runs, comp, models: (runs, models))
+    monkeypatch.setattr(
+        auto_run, "make_submission", lambda loaded, comp, blend: blended.append((loaded, blend)) or FakeSubmission()
+    )
+    stage = Stage(BLEND, "submit", "why", True, 1.0, runs=("auto-base", "auto-es", "auto-pseudo", "auto-pseudo2"))
+    base, comp = SimpleNamespace(models=tuple(three)), SimpleNamespace(n_train=1000)
+    finished = {"cv:auto-base", "cv:auto-es", "cv:auto-pseudo", "submit:auto-pseudo", "partial:auto-pseudo2"}
+    sources = {"auto-pseudo": "auto-es", "auto-pseudo2": "auto-pseudo"}
+    o = auto_run._run_stage(
+        stage, base, comp, tmp_path, tmp_path, None, time.time() + 60, finished, True, 1.0, sources, True
+    )
+    assert o.status == "done" and o.note.startswith("auto-pseudo2: fusion only (stopped at a unit boundary")
+    runs, models = blended[0][0]
+    assert runs == ["auto-pseudo", "auto-pseudo2"] and blended[0][1] == "equal"
+    assert models == ["auto-pseudo/fusion", "auto-pseudo/image", "auto-pseudo/audio", "auto-pseudo2/fusion"]
+    assert "partial:auto-blend" in finished and auto_run.written(finished, BLEND)
+    # a stopped run is no source: the round after it waits for its full submission
+    nxt = Stage("auto-pseudo3", "cv", "why", True, 1.0, pseudo_from="auto-pseudo2")
+    o = auto_run._run_stage(nxt, base, comp, tmp_path, tmp_path, None, time.time() + 60, finished, True)
+    assert o.status == "not started" and "auto-pseudo2" in o.note
+
+
+def test_a_rounds_own_submission_keeps_submits_choice_the_blend_of_rounds_takes_equal_weights(tmp_path, monkeypatch):
+    from competition.pipeline.plan import Stage
+
+    blends = []
+
+    class FakeSubmission:
+        def write(self, out, name, overwrite=False):
+            pass
+
+    monkeypatch.setattr(auto_run, "load_runs", lambda workdir, runs, comp, models: runs)
+    monkeypatch.setattr(auto_run, "make_submission", lambda runs, comp, blend: blends.append(blend) or FakeSubmission())
+    base, comp = SimpleNamespace(models=("fusion", "image", "audio")), SimpleNamespace(n_train=1000)
+    finished = {"cv:auto-es", "cv:auto-pseudo", "cv:auto-pseudo2"}
+    sources = {"auto-pseudo": "auto-es", "auto-pseudo2": "auto-pseudo"}
+    for stage in (
+        Stage("auto-pseudo", "submit", "why", True, 1.0, runs=("auto-pseudo",)),
+        Stage(BLEND, "submit", "why", True, 1.0, runs=("auto-es", "auto-pseudo", "auto-pseudo2")),
+    ):
+        auto_run._run_stage(stage, base, comp, tmp_path, tmp_path, None, time.time() + 60, finished, True, 1.0, sources)
+    assert blends == ["auto", "equal"]
 
 
 def test_with_pseudo_rounds_the_final_blend_blends_the_rounds_only():

@@ -98,6 +98,9 @@ class Stage:
     runs: tuple[str, ...] = ()  # submit: the runs blended
     pseudo_from: str = ""  # cv: the submission whose fold models label the test rows ("" = none)
     unit_seconds: float = 0.0  # cv: the longest unit's estimate (a unit batch started must end by the deadline)
+    # cv: > 0 when only part of the stage fits: the seconds of its first model's folds (its costliest units train
+    # first); it trains until the deadline and its models finished on every fold are submitted
+    part_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"runs": list(self.runs), "seconds": round(self.seconds, 1)}
@@ -158,6 +161,14 @@ def cv_seconds(p: Profile, speeds: Speeds, epoch_factor: float = 1.0, extra_rows
     longest = max(units)
     total = sum(units) * p.folds
     return STAGE_OVERHEAD_S + max(total / max(1, p.workers), longest), longest
+
+
+def part_seconds(p: Profile, speeds: Speeds, epoch_factor: float = 1.0, extra_rows: float = 0.0) -> float:
+    """The seconds of a cv stage's first model's folds: the slowest model's (the costliest units train first), in
+    batches of ``workers``; a stage stopped after them submits that model (``run.complete_models``)."""
+    first = max(p.models, key=lambda m: speeds[m])
+    unit = unit_seconds(p, speeds, first, epoch_factor, extra_rows)
+    return STAGE_OVERHEAD_S + math.ceil(p.folds / max(1, p.workers)) * unit
 
 
 def es_factor(p: Profile) -> float:
@@ -306,9 +317,9 @@ def make_plan(
 
     measured = pseudo_rows or {}
 
-    def price(lever: Lever) -> tuple[float, float, dict[str, Any], str, str]:
-        """(cv seconds incl. its submission, longest unit, overrides, pseudo source, a note on the pseudo rows)
-        of ``lever`` now."""
+    def price(lever: Lever) -> tuple[float, float, dict[str, Any], str, str, float]:
+        """(cv seconds incl. its submission, longest unit, overrides, pseudo source, a note on the pseudo rows,
+        the cv seconds of its first model's folds) of ``lever`` now."""
         overrides, factor, source, extra, rows = lever.overrides(profile), lever.epoch_factor(profile), "", 0.0, ""
         if lever.pseudo and chosen:
             src = chosen[-1]
@@ -323,11 +334,12 @@ def make_plan(
             else:
                 extra, rows = PSEUDO_TEST_SHARE * profile.n_test, f"~{PSEUDO_TEST_SHARE:.0%} of the test rows assumed"
         seconds, unit = cv_seconds(profile, speeds, factor, extra)
-        return seconds + submit_seconds(profile, len(profile.models)), unit, overrides, source, rows
+        part = part_seconds(profile, speeds, factor, extra)
+        return seconds + submit_seconds(profile, len(profile.models)), unit, overrides, source, rows, part
 
     for lever in levers:
         ok, why = lever.want(profile, Context(preset, tuple(chosen), left))
-        seconds, unit, overrides, source, rows = price(lever)
+        seconds, unit, overrides, source, rows, part = price(lever)
         if ok and rows:
             why += f" ({rows})"
         needed = 0.0 if lever.name in done else seconds * pace
@@ -338,19 +350,33 @@ def make_plan(
             round_sources(chosen) | ({lever.name: source} if source else {}),
         )
         blend = 0.0 if lever.name in done else final_blend_seconds(profile, runs, sources) * pace
+        cv_part = 0.0
         if ok and needed + blend > left:
             and_blend = " with the final blend" if blend else ""
-            ok, why = (
-                False,
-                f"would not fit: ~{duration(needed + blend)} needed{and_blend}, {duration(left)} left ({why})",
-            )
+            # its first model's folds and their submission fit: it trains until the deadline, submits the models it
+            # finished, and leaves no time for a later stage
+            first = (part + submit_seconds(profile, 1)) * pace
+            if len(profile.models) > 1 and first + blend <= left:
+                cv_part, needed = part, left - blend
+                why = (
+                    f"only part fits: ~{duration(first)} for its first model's folds of ~{duration(seconds * pace)}"
+                    f"{and_blend and ' (and the final blend)'}, {duration(left)} left; it trains until the deadline "
+                    f"and submits the models it finished ({why})"
+                )
+            else:
+                ok, why = (
+                    False,
+                    f"would not fit: ~{duration(needed + blend)} needed{and_blend}, {duration(left)} left ({why})",
+                )
         cv_s = seconds - submit_seconds(profile, len(profile.models))
-        stage = Stage(lever.name, "cv", why, ok, cv_s, overrides, (), source, unit)
+        if cv_part:  # priced as the time it gets: until the deadline, less its submission's
+            cv_s = max(cv_part, needed / pace - submit_seconds(profile, len(profile.models)))
+        stage = Stage(lever.name, "cv", why, ok, cv_s, overrides, (), source, unit, cv_part)
         stages.append(stage)
         sub_why = f"submission of {lever.name} (blend candidates scored nested out of fold, consensus auto)"
         stages.append(
             Stage(lever.name, "submit", sub_why if ok else f"{lever.name} skipped", ok,
-                  seconds - cv_s if ok else 0.0, runs=(lever.name,))
+                  submit_seconds(profile, len(profile.models)) if ok else 0.0, runs=(lever.name,))
         )  # fmt: skip
         if ok:
             chosen.append(stage)
@@ -358,7 +384,7 @@ def make_plan(
     blend_s = final_blend_seconds(profile, [s.name for s in chosen], round_sources(chosen))
     if len(chosen) < 2:
         stages.append(Stage(BLEND, "submit", "one run: its submission is the final one", False, 0.0))
-    elif blend_s * pace > left:
+    elif blend_s * pace > left + 1e-6:  # a part stage leaves exactly the blend's seconds
         stages.append(Stage(BLEND, "submit", f"would not fit: ~{duration(blend_s * pace)} needed", False, blend_s))
     else:
         runs = tuple(s.name for s in chosen)

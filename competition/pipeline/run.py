@@ -37,12 +37,13 @@ from competition.pipeline.plan import (
     duration,
     make_plan,
     round_sources,
+    submit_seconds,
 )
 from competition.pipeline.probe import measure_profile, probe_speeds
 from competition.store.atomic import check_writable, write_bytes, write_json
 from competition.store.loading import load_finished_run, load_runs
-from competition.store.readers import read_folds, read_manifest
-from competition.store.runs import split_fingerprint, unit_finished
+from competition.store.readers import read_folds, read_manifest, read_run_config
+from competition.store.runs import missing_folds, split_fingerprint, unit_finished
 from competition.submission.submit import make_submission
 from competition.train import pseudo
 from competition.train.cv import DeadlineReached, run_cv
@@ -111,6 +112,17 @@ def units_left(run_dir: Path, cfg: Config) -> int:
     return sum(not unit_finished(run_dir, m, k) for m in cfg.models for k in range(cfg.folds))
 
 
+def complete_models(run_dir: Path) -> list[str]:
+    """The models of a cv run with every fold trained: all of a finished run's, those a stopped run finished (its
+    costliest units start first), none of a run never started."""
+    try:
+        meta = read_run_config(run_dir)
+    except UserError:
+        return []
+    missing = missing_folds(run_dir, meta)
+    return [m for m in meta["config"]["models"] if m not in missing]
+
+
 def run_auto(
     base: Config,
     data: str | Path | Competition | None,
@@ -155,7 +167,8 @@ def run_auto(
                 stage, base, comp, workdir, out, executor, until, finished, quiet, pace, sources, plan.profile.shifted
             )
             outcomes.append(outcome)
-            if stage.kind == "cv" and outcome.status == "done" and outcome.planned > 0:
+            # a part's seconds are the time it was given, not an estimate of its work: it sets no pace
+            if stage.kind == "cv" and outcome.status == "done" and outcome.planned > 0 and not stage.part_seconds:
                 pace = min(max(outcome.seconds / outcome.planned, MIN_PACE), MAX_PACE)
                 _say(quiet, f"auto: {stage.name} took {pace:.2f}x its estimate: later stages are priced so")
             if stage.kind == "submit" and f"submit:{stage.name}" in finished and stage.name != BLEND:
@@ -174,9 +187,14 @@ def run_auto(
 
 def stage_deadline(plan: Plan, stage: Stage, deadline: float, pace: float) -> float:
     """The time by which ``stage`` must end: a stage before the plan's final blend leaves it its seconds at ``pace``
-    (a cv stage claims no unit batch that would eat into them), so the blend of what finished is still written."""
+    (a cv stage claims no unit batch that would eat into them), so the blend of what finished is still written; a
+    cv stage also leaves its own submission's seconds, so what it trains, all of it or the models it finished
+    before a stop, is submitted."""
     blend = plan.stages[-1]
-    return deadline - blend.seconds * pace if blend.name == BLEND and blend.chosen and stage is not blend else deadline
+    end = deadline - blend.seconds * pace if blend.name == BLEND and blend.chosen and stage is not blend else deadline
+    if stage.kind == "cv":
+        end -= submit_seconds(plan.profile, len(plan.profile.models)) * pace
+    return end
 
 
 def round_rows(submission: Path, base: Config, comp: Competition, workdir: Path) -> float | None:
@@ -235,11 +253,14 @@ def _run_stage(
             return StageOutcome(stage, "resumed", "finished by an earlier invocation")
         planned = stage.seconds * left / total
         needed = planned * pace
+        until = ", a part: until the deadline" if stage.part_seconds else ""
+        if stage.part_seconds and t0 + needed > deadline:  # planned to stop after its first model's folds, or later
+            needed = min(needed, stage.part_seconds * pace)
         if t0 + needed > deadline:
             note = f"would not finish in time: ~{duration(needed)} for {left} unit(s), {duration(deadline - t0)} left"
             _say(quiet, f"auto: {stage.name}: not started, {note}")
             return StageOutcome(stage, "not started", note)
-        _say(quiet, f"auto: {stage.name}: cv, {left} of {total} unit(s) to train (~{duration(needed)})")
+        _say(quiet, f"auto: {stage.name}: cv, {left} of {total} unit(s) to train (~{duration(needed)}{until})")
         try:
             run_cv(cfg, comp, workdir, stage.name, quiet, executor, deadline, stage.unit_seconds * pace)
         except DeadlineReached as e:
@@ -248,47 +269,64 @@ def _run_stage(
         finished.add(f"cv:{stage.name}")
         note = "" if left == total else f"resumed: {total - left} unit(s) were finished earlier"
         return StageOutcome(stage, "done", note, time.time() - t0, planned)
-    done = [r for r in stage.runs if f"cv:{r}" in finished]
+    # a run stopped at a unit boundary takes part with the models it finished on every fold, the others left out
+    partial = {r: ms for r in stage.runs if f"cv:{r}" not in finished and (ms := complete_models(workdir / r))}
+    done = [r for r in stage.runs if f"cv:{r}" in finished or r in partial]
     missing = [r for r in stage.runs if r not in done]
     sources = sources or {}
     runs = blend_runs(done, sources, shifted)
     rounds_only = any(r in sources for r in runs)  # blend_runs kept the pseudo-label rounds only
     left_out = [r for r in done if r not in runs]
     why = "the runs before the pseudo-label rounds" if rounds_only else "the base recipe: shifted test rows"
-    if not runs or (missing and len(runs) < 2):  # a blend of one run would repeat that run's own submission
-        return StageOutcome(stage, "not started", f"needs the run(s) {', '.join(missing)}, not finished")
-    if len(runs) == 1 and f"submit:{runs[0]}" in finished:
+    if stage.name == BLEND and len(runs) == 1 and written(finished, runs[0]):
         note = f"{runs[0]}'s own submission is the final one"
         if left_out:
             note += f": {', '.join(left_out)} left out ({why})"
         return StageOutcome(stage, "skipped", note)
-    if _written_from(out, stage.name) == runs:
-        finished.add(f"submit:{stage.name}")
+    if not runs or (stage.name == BLEND and missing and len(runs) < 2):  # a blend of one run repeats its submission
+        return StageOutcome(stage, "not started", f"needs the run(s) {', '.join(missing)}, not finished")
+    key = f"partial:{stage.name}" if partial.keys() & set(runs) else f"submit:{stage.name}"
+    complete = [f"{r}/{m}" for r in runs for m in complete_models(workdir / r)]
+    models = complete if key.startswith("partial") else None
+    if _written_from(out, stage.name) == (runs, sorted(complete)):
+        finished.add(key)
         return StageOutcome(stage, "resumed", "written by an earlier invocation")
-    seconds = blend_seconds(comp.n_train, len(base.models) * len(runs))  # what it blends now, not what was planned
+    n_models = len(models) if models else len(base.models) * len(runs)
+    seconds = blend_seconds(comp.n_train, n_models)  # what it blends now, not what was planned
     if t0 + seconds * pace > deadline:
         return StageOutcome(stage, "not started", f"would not finish in time: ~{duration(seconds * pace)} needed")
     _say(quiet, f"auto: {stage.name}: submission of {', '.join(runs)}")
     # the rounds differ on the test rows, which no validation fold holds: weights fitted out of fold across them chase
-    # the training rows (on four new-speaker testbeds -0.0048 to +0.0003 held out against equal weights), so equal
-    blend = "equal" if rounds_only else "auto"
-    # overwrite: an earlier invocation's blend of fewer runs (one was not finished then) is replaced
-    make_submission(load_runs(workdir, runs, comp, None), comp, blend=blend).write(out, stage.name, overwrite=True)
-    finished.add(f"submit:{stage.name}")
-    notes = [f"without {', '.join(missing)} (not finished)"] if missing else []
+    # the training rows (on four new-speaker testbeds -0.0048 to +0.0003 held out against equal weights), so equal;
+    # a round's own submission keeps submit's choice across its models
+    blend = "equal" if stage.name == BLEND and rounds_only else "auto"
+    # overwrite: an earlier invocation's blend of fewer runs or models (one was not finished then) is replaced
+    make_submission(load_runs(workdir, runs, comp, models), comp, blend=blend).write(out, stage.name, overwrite=True)
+    finished.add(key)
+    notes = [f"without {', '.join(missing)} (not finished)"] if missing and stage.name == BLEND else []
+    for r in (r for r in runs if r in partial):
+        notes.append(f"{r}: {', '.join(partial[r])} only (stopped at a unit boundary before its other models)")
     if left_out:
         notes.append(f"without {', '.join(left_out)} ({why})")
     return StageOutcome(stage, "done", "; ".join(notes), time.time() - t0, seconds)
 
 
-def _written_from(out: Path, name: str) -> list[str] | None:
-    """The runs an earlier invocation's submission ``name`` blended (None when it is not all written)."""
+def written(finished: set[str], name: str) -> bool:
+    """The submission ``name`` is written, of its run's every model or (a run stopped at a unit boundary) of those
+    it finished."""
+    return f"submit:{name}" in finished or f"partial:{name}" in finished
+
+
+def _written_from(out: Path, name: str) -> tuple[list[str], list[str]] | None:
+    """The runs an earlier invocation's submission ``name`` blended and their models it read (``run/model``, sorted:
+    the blended and the left out); None when it is not all written."""
     if not ((out / f"{name}.json").is_file() and (out / f"{name}.csv").is_file()):
         return None
     try:
-        return [r["name"] for r in read_manifest(out / f"{name}.json")["runs"]]
+        m = read_manifest(out / f"{name}.json")
     except UserError:
         return None  # damaged: written again
+    return [r["name"] for r in m["runs"]], sorted([*m.get("models", []), *m.get("left_out", [])])
 
 
 def honest_oof(manifest: dict) -> float | None:
@@ -396,7 +434,7 @@ def estimate_kind(manifest: dict, split: str | None, pseudo_runs: list[str], det
 
 def _write_auto(plan: Plan, outcomes: list[StageOutcome], comp: Competition, workdir: Path, out: Path, start: float,
                 finished: set[str], replans: list[str] | None = None) -> AutoResult:  # fmt: skip
-    subs = [o.stage.name for o in outcomes if o.stage.kind == "submit" and f"submit:{o.stage.name}" in finished]
+    subs = [o.stage.name for o in outcomes if o.stage.kind == "submit" and written(finished, o.stage.name)]
     source = subs[-1] if subs else None
     estimate, kind, path, runs_used, detail = None, "no stage finished: nothing written", None, [], {}
     if source is not None:
