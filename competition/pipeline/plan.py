@@ -316,6 +316,7 @@ def make_plan(
     left = float(limit)
 
     measured = pseudo_rows or {}
+    own_submit = submit_seconds(profile, len(profile.models))  # a cv stage's own submission, of all its models
 
     def price(lever: Lever) -> tuple[float, float, dict[str, Any], str, str, float]:
         """(cv seconds incl. its submission, longest unit, overrides, pseudo source, a note on the pseudo rows,
@@ -335,7 +336,7 @@ def make_plan(
                 extra, rows = PSEUDO_TEST_SHARE * profile.n_test, f"~{PSEUDO_TEST_SHARE:.0%} of the test rows assumed"
         seconds, unit = cv_seconds(profile, speeds, factor, extra)
         part = part_seconds(profile, speeds, factor, extra)
-        return seconds + submit_seconds(profile, len(profile.models)), unit, overrides, source, rows, part
+        return seconds + own_submit, unit, overrides, source, rows, part
 
     for lever in levers:
         ok, why = lever.want(profile, Context(preset, tuple(chosen), left))
@@ -368,15 +369,15 @@ def make_plan(
                     False,
                     f"would not fit: ~{duration(needed + blend)} needed{and_blend}, {duration(left)} left ({why})",
                 )
-        cv_s = seconds - submit_seconds(profile, len(profile.models))
+        cv_s = seconds - own_submit
         if cv_part:  # priced as the time it gets: until the deadline, less its submission's
-            cv_s = max(cv_part, needed / pace - submit_seconds(profile, len(profile.models)))
+            cv_s = max(cv_part, needed / pace - own_submit)
         stage = Stage(lever.name, "cv", why, ok, cv_s, overrides, (), source, unit, cv_part)
         stages.append(stage)
         sub_why = f"submission of {lever.name} (blend candidates scored nested out of fold, consensus auto)"
         stages.append(
             Stage(lever.name, "submit", sub_why if ok else f"{lever.name} skipped", ok,
-                  submit_seconds(profile, len(profile.models)) if ok else 0.0, runs=(lever.name,))
+                  own_submit if ok else 0.0, runs=(lever.name,))
         )  # fmt: skip
         if ok:
             chosen.append(stage)

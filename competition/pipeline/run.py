@@ -253,14 +253,14 @@ def _run_stage(
             return StageOutcome(stage, "resumed", "finished by an earlier invocation")
         planned = stage.seconds * left / total
         needed = planned * pace
-        until = ", a part: until the deadline" if stage.part_seconds else ""
+        as_part = ", a part: until the deadline" if stage.part_seconds else ""
         if stage.part_seconds and t0 + needed > deadline:  # planned to stop after its first model's folds, or later
             needed = min(needed, stage.part_seconds * pace)
         if t0 + needed > deadline:
             note = f"would not finish in time: ~{duration(needed)} for {left} unit(s), {duration(deadline - t0)} left"
             _say(quiet, f"auto: {stage.name}: not started, {note}")
             return StageOutcome(stage, "not started", note)
-        _say(quiet, f"auto: {stage.name}: cv, {left} of {total} unit(s) to train (~{duration(needed)}{until})")
+        _say(quiet, f"auto: {stage.name}: cv, {left} of {total} unit(s) to train (~{duration(needed)}{as_part})")
         try:
             run_cv(cfg, comp, workdir, stage.name, quiet, executor, deadline, stage.unit_seconds * pace)
         except DeadlineReached as e:
@@ -270,7 +270,8 @@ def _run_stage(
         note = "" if left == total else f"resumed: {total - left} unit(s) were finished earlier"
         return StageOutcome(stage, "done", note, time.time() - t0, planned)
     # a run stopped at a unit boundary takes part with the models it finished on every fold, the others left out
-    partial = {r: ms for r in stage.runs if f"cv:{r}" not in finished and (ms := complete_models(workdir / r))}
+    trained = {r: complete_models(workdir / r) for r in stage.runs}  # the models with every fold, read once
+    partial = {r: trained[r] for r in stage.runs if f"cv:{r}" not in finished and trained[r]}
     done = [r for r in stage.runs if f"cv:{r}" in finished or r in partial]
     missing = [r for r in stage.runs if r not in done]
     sources = sources or {}
@@ -286,7 +287,7 @@ def _run_stage(
     if not runs or (stage.name == BLEND and missing and len(runs) < 2):  # a blend of one run repeats its submission
         return StageOutcome(stage, "not started", f"needs the run(s) {', '.join(missing)}, not finished")
     key = f"partial:{stage.name}" if partial.keys() & set(runs) else f"submit:{stage.name}"
-    complete = [f"{r}/{m}" for r in runs for m in complete_models(workdir / r)]
+    complete = [f"{r}/{m}" for r in runs for m in trained[r]]
     models = complete if key.startswith("partial") else None
     if _written_from(out, stage.name) == (runs, sorted(complete)):
         finished.add(key)
