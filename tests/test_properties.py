@@ -75,7 +75,9 @@ def mutated_json(draw, valid: dict) -> str:
         if how == "drop":
             del parent[path[-1]]
         elif how == "retype":
-            parent[path[-1]] = draw(st.sampled_from(ODD))
+            # a copy: ODD's lists and dicts are shared, and a later mutation into one would change ODD itself
+            # (a value that holds itself, and examples that differ from run to run)
+            parent[path[-1]] = copy.deepcopy(draw(st.sampled_from(ODD)))
         elif isinstance(parent[path[-1]], (int, float)) and not isinstance(parent[path[-1]], bool):
             parent[path[-1]] = parent[path[-1]] * draw(st.sampled_from([-1, 0, 1000, 1e300]))
     if isinstance(obj, dict) and draw(st.booleans()):
