@@ -41,3 +41,25 @@ def test_use_keeps_per_row_the_fold_models_it_marks():
     assert np.allclose(cal, np.stack([alone[i % 3][i] for i in range(60)]))
     assert np.allclose(calibrated_test_probs(softmax(oof, axis=1), y, probs, np.ones((3, 60), bool)),
                        calibrated_test_probs(softmax(oof, axis=1), y, probs))  # fmt: skip
+
+
+def test_groups_pool_the_beliefs_as_consensus_pooled_the_written_labels():
+    """Duplicate test rows: consensus wrote one label per group; each row's own belief in it is weak where its
+    partners' is strong, and pooled the beliefs score the group's label as the group believes it."""
+    from competition.ensemble.consensus import Groups, pool
+
+    oof, y = _rows(np.random.default_rng(7), 800, 1.0)
+    test, _ = _rows(np.random.default_rng(8), 90, 1.0)
+    probs = softmax(test, axis=1)[None]  # (1, 90, 10)
+    groups = Groups(train=np.arange(800), test=800 + np.arange(90) // 3)  # 30 test groups of 3, none with training
+    cal = calibrated_test_probs(softmax(oof, axis=1), y, probs)
+    pred = pool(cal, groups.test).argmax(1)  # consensus labels: one per group
+    alone = confidence_macro_f1(softmax(oof, axis=1), y, probs, pred)
+    pooled = confidence_macro_f1(softmax(oof, axis=1), y, probs, pred, groups=groups)
+    assert abs(pooled - expected_macro_f1(pool(cal, groups.test), pred)) < 1e-12
+    assert pooled > alone  # each row's own belief in its group's label is below the group's
+    # a test row that repeats a training row takes its label, believed for certain
+    repeats = Groups(train=np.arange(800), test=np.array([0]))  # test row 0 in training row 0's group
+    label = np.array([y[0]])
+    certain = expected_macro_f1(np.eye(10)[label], label)
+    assert confidence_macro_f1(softmax(oof, axis=1), y, probs[:, :1], label, groups=repeats) == certain

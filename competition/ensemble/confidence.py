@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from competition.ensemble.consensus import Groups, consensus_on_test
 from competition.ensemble.priors import apply_bcts, fit_bcts, log_probs
 from competition.metrics import expected_macro_f1
 
@@ -46,11 +47,21 @@ def calibrated_test_probs(
 
 
 def confidence_macro_f1(
-    oof_probs: np.ndarray, y: np.ndarray, test_probs: np.ndarray, pred: np.ndarray, use: np.ndarray | None = None
+    oof_probs: np.ndarray,
+    y: np.ndarray,
+    test_probs: np.ndarray,
+    pred: np.ndarray,
+    use: np.ndarray | None = None,
+    groups: Groups | None = None,
 ) -> float:
     """The macro-F1 the calibrated fold models (per row those ``use`` marks) expect of the (M,) written labels
-    ``pred``."""
-    return expected_macro_f1(calibrated_test_probs(oof_probs, y, test_probs, use), pred)
+    ``pred``. With ``groups`` (the written labels had consensus), the beliefs are pooled within the test rows'
+    duplicate groups as consensus pooled the labels: a row whose own fold model is unsure, in a group whose other
+    rows are sure, is as likely right as its group."""
+    beliefs = calibrated_test_probs(oof_probs, y, test_probs, use)
+    if groups is not None:
+        beliefs = consensus_on_test(beliefs, groups, y).probs
+    return expected_macro_f1(beliefs, pred)
 
 
 def fold_ensemble_gain(reference: np.ndarray, pred: np.ndarray, fold_preds: np.ndarray) -> float:

@@ -26,6 +26,7 @@ from competition.config import Config
 from competition.data.load import Competition, load_competition
 from competition.ensemble.blend import combine, fold_blends, to_space
 from competition.ensemble.confidence import confidence_macro_f1
+from competition.ensemble.consensus import joint_groups
 from competition.ensemble.covariate import likeness_weights
 from competition.metrics import macro_f1
 from competition.pipeline.plan import (
@@ -391,7 +392,10 @@ def confidence_estimate(manifest_path: Path, comp: Competition) -> tuple[float, 
     held, use = pseudo.held_out_test_folds(manifest_path), None
     if held is not None and held[0] >= 0 and held[1] == folds:  # (seed, K) of a chain of rounds on one split
         use = pseudo.test_folds(comp.n_test, folds, held[0])[None, :] == np.arange(folds)[:, None]  # (K, M)
-    return confidence_macro_f1(oof, comp.y, test, pred, use), use is not None
+    # consensus pooled the written labels within duplicate groups: the beliefs that score them are pooled alike
+    pooled = (m.get("consensus") or {}).get("applied")
+    groups = joint_groups([comp.image, comp.audio], [comp.test_image, comp.test_audio]) if pooled else None
+    return confidence_macro_f1(oof, comp.y, test, pred, use, groups), use is not None
 
 
 def estimate_kind(manifest: dict, split: str | None, pseudo_runs: list[str], detail: dict | None = None) -> str:
@@ -414,6 +418,8 @@ def estimate_kind(manifest: dict, split: str | None, pseudo_runs: list[str], det
                 if detail.get("confidence_held_out")
                 else ""
             )
+            if detail.get("confidence_pooled"):
+                held += ", their beliefs pooled within the duplicate groups whose labels consensus pooled"
             what = (
                 f"the mean of two estimates: {what} ({detail['reweighted_oof_macro_f1']:.4f}), and the macro-F1 the "
                 f"calibrated fold models expect of the written labels ({detail['confidence_macro_f1']:.4f}{held})"
@@ -449,6 +455,7 @@ def _write_auto(plan: Plan, outcomes: list[StageOutcome], comp: Competition, wor
             read = confidence_estimate(out / f"{source}.json", comp)
             if read is not None:
                 confidence, detail["confidence_held_out"] = read
+                detail["confidence_pooled"] = bool((manifest.get("consensus") or {}).get("applied"))
                 # two estimates biased in opposite directions on shifted testbeds (bench/results/auto.md): the
                 # re-weighting overstates where the test rows lie beyond every training row, the fold models'
                 # calibrated confidence understates (each believes less in the ensemble's label than it scores)
