@@ -4,6 +4,7 @@ import numpy as np
 from scipy.special import softmax
 
 from competition.ensemble.confidence import calibrated_test_probs, confidence_macro_f1
+from competition.ensemble.consensus import Groups, pool
 from competition.metrics import expected_macro_f1, macro_f1
 
 
@@ -46,8 +47,6 @@ def test_use_keeps_per_row_the_fold_models_it_marks():
 def test_groups_pool_the_beliefs_as_consensus_pooled_the_written_labels():
     """Duplicate test rows: consensus wrote one label per group; each row's own belief in it is weak where its
     partners' is strong, and pooled the beliefs score the group's label as the group believes it."""
-    from competition.ensemble.consensus import Groups, pool
-
     oof, y = _rows(np.random.default_rng(7), 800, 1.0)
     test, _ = _rows(np.random.default_rng(8), 90, 1.0)
     probs = softmax(test, axis=1)[None]  # (1, 90, 10)

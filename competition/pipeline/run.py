@@ -372,12 +372,13 @@ def reweighted_estimate(probs_file: Path, base_dir: Path, comp: Competition) -> 
     }
 
 
-def confidence_estimate(manifest_path: Path, comp: Competition) -> tuple[float, bool] | None:
+def confidence_estimate(manifest_path: Path, comp: Competition) -> tuple[float, bool, bool] | None:
     """The macro-F1 the written submission's calibrated fold models expect of its labels (``ensemble.confidence``):
     each fold's blend of the submission's models (with that fold's weights; a stack's equal blend), calibrated on
     the out-of-fold blend; per test row, where its pseudo-label rounds held out a test split
-    (``pseudo.held_out_test_folds``), the one fold model that never trained on the row. Returns the figure and
-    whether it is so held out; None when the submission or its runs cannot be read."""
+    (``pseudo.held_out_test_folds``), the one fold model that never trained on the row; where the submission applied
+    consensus, the beliefs pooled within the same duplicate groups. Returns the figure, whether it is so held out and
+    whether so pooled; None when the submission or its runs cannot be read."""
     try:
         m = read_manifest(manifest_path)
         with np.load(manifest_path.with_suffix(".probs.npz")) as f:
@@ -393,9 +394,9 @@ def confidence_estimate(manifest_path: Path, comp: Competition) -> tuple[float, 
     if held is not None and held[0] >= 0 and held[1] == folds:  # (seed, K) of a chain of rounds on one split
         use = pseudo.test_folds(comp.n_test, folds, held[0])[None, :] == np.arange(folds)[:, None]  # (K, M)
     # consensus pooled the written labels within duplicate groups: the beliefs that score them are pooled alike
-    pooled = (m.get("consensus") or {}).get("applied")
+    pooled = bool((m.get("consensus") or {}).get("applied"))
     groups = joint_groups([comp.image, comp.audio], [comp.test_image, comp.test_audio]) if pooled else None
-    return confidence_macro_f1(oof, comp.y, test, pred, use, groups), use is not None
+    return confidence_macro_f1(oof, comp.y, test, pred, use, groups), use is not None, pooled
 
 
 def estimate_kind(manifest: dict, split: str | None, pseudo_runs: list[str], detail: dict | None = None) -> str:
@@ -454,8 +455,7 @@ def _write_auto(plan: Plan, outcomes: list[StageOutcome], comp: Competition, wor
             estimate = detail["reweighted_oof_macro_f1"]
             read = confidence_estimate(out / f"{source}.json", comp)
             if read is not None:
-                confidence, detail["confidence_held_out"] = read
-                detail["confidence_pooled"] = bool((manifest.get("consensus") or {}).get("applied"))
+                confidence, detail["confidence_held_out"], detail["confidence_pooled"] = read
                 # two estimates biased in opposite directions on shifted testbeds (bench/results/auto.md): the
                 # re-weighting overstates where the test rows lie beyond every training row, the fold models'
                 # calibrated confidence understates (each believes less in the ensemble's label than it scores)
