@@ -115,6 +115,7 @@ class Config:
     tta_shift: int = 0
     tta_mask: int = 0
     image_kernel: int = 5
+    image_width: int = 1
     audio_kernel: int = 5
     image_dropout: float = 0.5
     audio_dropout: float = 0.5
@@ -167,6 +168,7 @@ class Config:
             (0 <= self.image_dropout < 1 and 0 <= self.audio_dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.modality_dropout < 1, "modality_dropout must be in [0, 1)"),
             (self.image_kernel % 2 == 1 and self.image_kernel > 0, "image_kernel must be odd (3, 5, 7)"),
+            (self.image_width >= 1, "image_width must be >= 1 (1 = the reference's channels)"),
             (self.audio_kernel % 2 == 1 and self.audio_kernel > 0, "audio_kernel must be odd (3, 5, 7)"),
             (self.schedule in ("onecycle", "constant"), "schedule must be 'onecycle' or 'constant'"),
             (
@@ -264,6 +266,7 @@ KEY_DOCS: dict[str, str] = {
     "tta_shift": "test-time augmentation: also predict on the images shifted by this many pixels (4 views)",
     "tta_mask": "test-time augmentation: also predict with this many MFCC frames blanked (3 views)",
     "image_kernel": "convolution kernel size of the image encoder (odd: 3, 5, 7)",
+    "image_width": "the image encoder's convolution channels, times the reference's (16, 32); 1 = the reference",
     "audio_kernel": "convolution kernel size of the audio encoder (odd: 3, 5, 7)",
     "image_dropout": "dropout in the image encoder",
     "audio_dropout": "dropout in the audio encoder",

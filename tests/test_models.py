@@ -57,9 +57,24 @@ def test_unimodal_models_ignore_the_other_modality():
     torch.testing.assert_close(au(img, aud), au(None, aud))
 
 
+@pytest.mark.parametrize("name", ["fusion", "image", "gated"])
+def test_image_width_multiplies_the_image_encoders_channels(name):
+    wide, ref = create_model(name, image_width=2).eval(), create_model(name).eval()
+    convs = lambda m: [c.out_channels for c in m.image_encoder.conv if isinstance(c, torch.nn.Conv2d)]  # noqa: E731
+    assert convs(ref) == [16, 32] and convs(wide) == [32, 64]
+    assert wide.image_encoder.fc[1].in_features == 64 * 7 * 7  # (B, 64, 7, 7) flattened
+    img, aud = torch.rand(3, 784), torch.randn(3, 507)
+    assert wide(img, aud).shape == (3, 10)
+    assert wide.forward_features(img, aud).shape == ref.forward_features(img, aud).shape  # (B, 64) or (B, 128)
+    if name != "image":  # the audio encoder keeps the reference's size
+        assert sum(p.numel() for p in wide.audio_encoder.parameters()) == 1_051_072
+
+
 def test_bad_hyperparameters_are_rejected():
     with pytest.raises(ValueError, match="odd"):
         create_model("fusion", image_kernel=4)
+    with pytest.raises(ValueError, match="image_width must be a positive integer"):
+        create_model("image", image_width=0)
     with pytest.raises(TypeError, match="no hyperparameter"):
         create_model("image", audio_dropout=0.1)
     with pytest.raises(KeyError, match="unknown model"):
@@ -70,7 +85,7 @@ def test_registry():
     assert {"fusion", "image", "audio"} <= set(list_models())
     assert isinstance(create_model("fusion"), FusionModel)
     assert set(model_hparams("fusion")) == {
-        "image_kernel", "audio_kernel", "image_dropout", "audio_dropout", "modality_dropout"
+        "image_kernel", "audio_kernel", "image_dropout", "audio_dropout", "modality_dropout", "image_width"
     }  # fmt: skip
 
 

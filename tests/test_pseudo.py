@@ -217,6 +217,11 @@ def test_a_round_with_pseudo_init_source_starts_each_unit_from_the_sources_model
     assert pseudo_cv(tiny_data, wd, sub, "--run", "cold") == 0
     assert started == [None, None]
     capsys.readouterr()
+    # a round whose model is shaped unlike the source's (a wider image encoder) cannot start from it: one error line
+    assert pseudo_cv(tiny_data, wd, sub, "--run", "wide", "--set", "pseudo_init=source", "--set", "image_width=2") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "image_width=2" in err[0] and "fix: pass --set image_width=1" in err[0], err
+    assert not (wd / "wide" / "image" / "fold0.npz").exists()
     # a source whose runs kept no checkpoint: one error line naming the fix
     (wd / "src" / "image" / "fold1.pt").unlink()
     assert pseudo_cv(tiny_data, wd, sub, "--run", "warm2", "--set", "pseudo_init=source") == 2

@@ -10,7 +10,14 @@ from competition.models._registry import (
     register_model,
 )
 from competition.models.backbones import TIMM_BACKBONES, TimmImageEncoder, timm_gated_model, timm_image_model
-from competition.models.encoders import EMBED_DIM, AudioEncoder, AudioModel, ImageEncoder, ImageModel
+from competition.models.encoders import (
+    EMBED_DIM,
+    SHAPE_HPARAMS,
+    AudioEncoder,
+    AudioModel,
+    ImageEncoder,
+    ImageModel,
+)
 from competition.models.fusion import AttentionFusionModel, FusionModel, GatedFusionModel, drop_modalities
 
 register_model("fusion", FusionModel)
@@ -23,7 +30,7 @@ for _backbone in TIMM_BACKBONES:
     register_model(f"timm_{_backbone}_gated", timm_gated_model(_backbone))
 
 __all__ = [
-    "EMBED_DIM", "TIMM_BACKBONES", "AttentionFusionModel", "AudioEncoder", "AudioModel", "FusionModel",
+    "EMBED_DIM", "SHAPE_HPARAMS", "TIMM_BACKBONES", "AttentionFusionModel", "AudioEncoder", "AudioModel", "FusionModel",
     "GatedFusionModel", "ImageEncoder", "ImageModel", "TimmImageEncoder", "create_model", "drop_modalities",
     "get_factory", "list_models", "model_hparams", "model_modalities", "register_model",
 ]  # fmt: skip

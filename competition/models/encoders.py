@@ -12,6 +12,15 @@ from torch import nn
 from competition.data.load import AUDIO_WIDTH, IMAGE_SIDE, N_CLASSES
 
 EMBED_DIM = 64
+# The model arguments that change the weights' shapes: a model can load another's weights only where these agree.
+SHAPE_HPARAMS = ("image_kernel", "audio_kernel", "image_width")
+
+
+def image_channels(width: int) -> tuple[int, int]:
+    """The image encoder's two convolutions' channels at ``width`` times the reference's (16, 32)."""
+    if width < 1:
+        raise ValueError(f"image_width must be a positive integer (1 = the reference), got {width}")
+    return 16 * width, 32 * width
 
 
 def _check_kernel(name: str, k: int) -> None:
@@ -69,9 +78,9 @@ class ImageModel(nn.Module):
 
     modalities = ("image",)
 
-    def __init__(self, image_kernel: int = 5, image_dropout: float = 0.5):
+    def __init__(self, image_kernel: int = 5, image_dropout: float = 0.5, image_width: int = 1):
         super().__init__()
-        self.image_encoder = ImageEncoder(image_kernel, image_dropout)
+        self.image_encoder = ImageEncoder(image_kernel, image_dropout, image_channels(image_width))
         self.head = nn.Linear(EMBED_DIM, N_CLASSES)
 
     def forward_features(self, image: torch.Tensor, audio: torch.Tensor | None = None) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from competition.data.load import N_CLASSES
-from competition.models.encoders import EMBED_DIM, AudioEncoder, ImageEncoder
+from competition.models.encoders import EMBED_DIM, AudioEncoder, ImageEncoder, image_channels
 
 
 def drop_modalities(
@@ -44,11 +44,12 @@ class FusionModel(nn.Module):
         image_dropout: float = 0.5,
         audio_dropout: float = 0.5,
         modality_dropout: float = 0.0,
+        image_width: int = 1,
     ):
         super().__init__()
         _check_modality_dropout(modality_dropout)
         self.modality_dropout = modality_dropout
-        self.image_encoder = ImageEncoder(image_kernel, image_dropout)
+        self.image_encoder = ImageEncoder(image_kernel, image_dropout, image_channels(image_width))
         self.audio_encoder = AudioEncoder(audio_kernel, audio_dropout)
         self.head = nn.Linear(2 * EMBED_DIM, N_CLASSES)
         self._init_fusion()

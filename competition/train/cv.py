@@ -26,7 +26,7 @@ from competition.store.runs import add_to_run_config, split_fingerprint, unit_fi
 from competition.train import pseudo
 from competition.train.batched import fallback_lines
 from competition.train.executor import Executor, LocalExecutor, Units, plan_workers
-from competition.train.learner import resolve_device
+from competition.train.learner import model_kwargs, resolve_device
 from competition.train.unit import CVJob
 from competition.utils.console import console, cv_table, duplicates_line
 from competition.utils.paths import default_workdir
@@ -81,6 +81,8 @@ def run_cv(
             for k in range(cfg.folds):
                 for s in range(cfg.for_model(m).seeds):
                     pseudo.source_checkpoint(Path(cfg.pseudo), m, k, s)
+            first = pseudo.source_checkpoint(Path(cfg.pseudo), m, 0)
+            pseudo.check_source_model(first, m, model_kwargs(m, cfg.for_model(m)))
     add_to_run_config(run_dir, cfg, comp, split_fp)
     remove_stale_temp_files(run_dir)  # left by a killed earlier command (SIGKILL runs no cleanup)
     adversarial.save(run_dir / "adversarial.json", comp, adv)

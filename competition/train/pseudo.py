@@ -16,6 +16,7 @@ the fold files it reads, and per fold figures), written in that order: the JSON 
 from __future__ import annotations
 
 import hashlib
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +25,11 @@ import numpy as np
 from competition.config import Config
 from competition.data.load import N_CLASSES, Competition
 from competition.ensemble.blend import combine, fold_blend, to_space
+from competition.models import SHAPE_HPARAMS, get_factory
 from competition.store.atomic import write_json, write_npz
 from competition.store.loading import load_finished_run
 from competition.store.readers import PSEUDO_JSON, PSEUDO_NPZ, read_manifest, read_pseudo_record, read_pseudo_sets
-from competition.store.runs import CONFIG_FILE, checkpoint_path, model_seeds, unit_path
+from competition.store.runs import CONFIG_FILE, checkpoint_path, load_checkpoint, model_seeds, unit_path
 from competition.utils.errors import UserError
 from competition.utils.paths import default_submissions
 
@@ -236,6 +238,21 @@ def source_checkpoint(submission: Path, model: str, fold: int, seed: int = 0) ->
         f"{submission}: none of its runs has a {model} fold {fold} checkpoint to start the round's unit from; fix: "
         "set pseudo_init=scratch, or pass a submission whose runs trained that model"
     )
+
+
+def check_source_model(checkpoint: Path, model: str, hparams: dict) -> None:
+    """A round's ``model`` unit with arguments ``hparams`` can start from ``checkpoint`` (``source_checkpoint``):
+    the arguments that shape its weights (``models.SHAPE_HPARAMS``) are the source's; else a UserError saying
+    which differs."""
+    saved = load_checkpoint(checkpoint)["hparams"]
+    defaults = inspect.signature(get_factory(model)).parameters  # for a checkpoint written before a key existed
+    for key in [k for k in SHAPE_HPARAMS if k in hparams]:
+        theirs = saved.get(key, defaults[key].default)
+        if theirs != hparams[key]:
+            raise UserError(
+                f"{checkpoint}: the round's {model} model has {key}={hparams[key]}, the source's it would start from "
+                f"{key}={theirs}; fix: pass --set {key}={theirs} (the source's recipe), or set pseudo_init=scratch"
+            )
 
 
 def _finite(x: float) -> float | None:
