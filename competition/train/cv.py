@@ -78,11 +78,10 @@ def run_cv(
     rnd = pseudo.compute(run_dir, comp, fold_of, split_fp, cfg) if cfg.pseudo else None
     for m in cfg.models if rnd is not None else []:  # pseudo_init=source: every unit's starting weights are there
         if cfg.for_model(m).pseudo_init == "source":
-            for k in range(cfg.folds):
-                for s in range(cfg.for_model(m).seeds):
-                    pseudo.source_checkpoint(Path(cfg.pseudo), m, k, s)
-            first = pseudo.source_checkpoint(Path(cfg.pseudo), m, 0)
-            pseudo.check_source_model(first, m, model_kwargs(m, cfg.for_model(m)))
+            seeds = range(cfg.for_model(m).seeds)
+            starts = [pseudo.source_checkpoint(Path(cfg.pseudo), m, k, s) for k in range(cfg.folds) for s in seeds]
+            for start in {path.parent.parent: path for path in starts}.values():  # one per source run (one recipe)
+                pseudo.check_source_model(start, m, model_kwargs(m, cfg.for_model(m)))
     add_to_run_config(run_dir, cfg, comp, split_fp)
     remove_stale_temp_files(run_dir)  # left by a killed earlier command (SIGKILL runs no cleanup)
     adversarial.save(run_dir / "adversarial.json", comp, adv)
